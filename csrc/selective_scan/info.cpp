@@ -1,7 +1,7 @@
 // Build and machine facts for `swin-umamba info`, behind a C ABI.
 #include <torch/version.h>
 #include <ATen/Parallel.h>
-#include <ATen/native/DispatchStub.h>
+#include <ATen/Version.h>
 #include <cstring>
 #include <string>
 
@@ -20,18 +20,11 @@ void ss_libtorch_version(char* buffer, size_t capacity) {
   copy_out(TORCH_VERSION, buffer, capacity);
 }
 
-// ATen's own CPU capability: "DEFAULT", "AVX2" or "AVX512" on x86-64.
+// ATen's own CPU capability, as torch.backends.cpu.get_cpu_capability() prints it.
 void ss_aten_cpu_capability(char* buffer, size_t capacity) {
   std::string name;
   try {
-    switch (at::native::get_cpu_capability()) {
-      case at::native::CPUCapability::DEFAULT: name = "DEFAULT"; break;
-#if defined(HAVE_AVX512_CPU_DEFINITION) || defined(__x86_64__)
-      case at::native::CPUCapability::AVX2: name = "AVX2"; break;
-      case at::native::CPUCapability::AVX512: name = "AVX512"; break;
-#endif
-      default: name = "other"; break;
-    }
+    name = at::get_cpu_capability();
   } catch (...) {
     name = "unknown";
   }
