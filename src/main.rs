@@ -13,12 +13,18 @@ struct Cli {
 enum Command {
     /// Print the libtorch version, thread count, SIMD level and CUDA devices.
     Info,
+    /// Run an experiment grid (datasets × models × initialisations × folds) and tabulate it.
+    Ablate(swin_umamba::ablate::cli::AblateArgs),
+    /// Run the embedded default: a small ablation on synthetic data the binary writes.
+    Demo(swin_umamba::ablate::demo::DemoArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info => println!("{}", swin_umamba::info::collect()),
+        Command::Ablate(args) => swin_umamba::ablate::cli::run(args)?,
+        Command::Demo(args) => swin_umamba::ablate::demo::run(args)?,
     }
     Ok(())
 }

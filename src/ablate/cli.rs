@@ -1,0 +1,212 @@
+//! Command-line glue of `swin-umamba ablate`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::aggregate::{self, DatasetTable};
+use super::config::Experiment;
+use super::grid::{self, Layout};
+use super::runner::{self, shell_words};
+use super::tasks::{self, Task};
+use super::AblateError;
+use crate::plot::{self, Bar};
+
+/// Arguments of `swin-umamba ablate`.
+#[derive(Debug, clap::Args)]
+pub struct AblateArgs {
+    /// Experiment YAML (see `experiments/`).
+    pub experiment: PathBuf,
+    /// Print the grid and every command without running anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Tasks run at the same time (each training run uses all intra-op threads).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Run only the cells whose id (`DatasetXXX_Name/model/init/fold_F`) matches this
+    /// pattern; `*` matches any run of characters.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Only rebuild the tables from finished cells.
+    #[arg(long)]
+    pub aggregate_only: bool,
+}
+
+/// Output folders of an experiment: the YAML's `output_dir`, else `runs/<name>`.
+pub fn layout_for(experiment: &Experiment) -> Layout {
+    let root = experiment
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&experiment.name));
+    let raw = experiment
+        .raw_dir
+        .clone()
+        .or_else(|| std::env::var_os("nnUNet_raw").map(PathBuf::from))
+        .unwrap_or_else(|| root.join("nnUNet_raw"));
+    let preprocessed = experiment
+        .preprocessed_dir
+        .clone()
+        .or_else(|| std::env::var_os("nnUNet_preprocessed").map(PathBuf::from))
+        .unwrap_or_else(|| root.join("nnUNet_preprocessed"));
+    Layout {
+        root,
+        raw,
+        preprocessed,
+    }
+}
+
+/// Runs `swin-umamba ablate`.
+pub fn run(args: AblateArgs) -> Result<()> {
+    let experiment = Experiment::load(&args.experiment)?;
+    let binary = std::env::current_exe().context("cannot locate the swin-umamba executable")?;
+    let layout = layout_for(&experiment);
+    let cells = grid::filter(grid::expand(&experiment), args.only.as_deref());
+    if cells.is_empty() {
+        bail!(
+            "no cell of {} matches --only {:?}; cell ids look like Dataset042_Name/swin-umamba/imagenet/fold_0",
+            args.experiment.display(),
+            args.only.unwrap_or_default()
+        );
+    }
+    let task_list = tasks::build_tasks(&experiment, &layout, &cells);
+    if args.dry_run {
+        print_plan(&experiment, &layout, &cells, &task_list);
+        return Ok(());
+    }
+    if !args.aggregate_only {
+        eprintln!(
+            "[ablate] {}: {} cells, {} tasks, output in {}",
+            experiment.name,
+            cells.len(),
+            task_list.len(),
+            layout.root.display()
+        );
+        let summary = runner::run_tasks(&binary, &task_list, args.jobs)?;
+        let failed = summary.failed();
+        write_tables(&experiment, &layout, &cells)?;
+        if !failed.is_empty() {
+            bail!(
+                "{} task(s) failed or were blocked: {}; read each failed task's task.log, fix the cause and run the same command again (finished work is skipped)",
+                failed.len(),
+                failed.join(", ")
+            );
+        }
+        return Ok(());
+    }
+    write_tables(&experiment, &layout, &cells)?;
+    Ok(())
+}
+
+fn print_plan(experiment: &Experiment, layout: &Layout, cells: &[grid::Cell], tasks: &[Task]) {
+    println!(
+        "experiment {} ({} cells, {} tasks)",
+        experiment.name,
+        cells.len(),
+        tasks.len()
+    );
+    println!("output      {}", layout.root.display());
+    println!("raw         {}", layout.raw.display());
+    println!("preprocessed {}", layout.preprocessed.display());
+    println!("\ncells:");
+    for cell in cells {
+        println!("  {}  (trainer {})", cell.id(), cell.trainer);
+    }
+    println!("\ntasks:");
+    for task in tasks {
+        let state = if task.is_done() { " [done]" } else { "" };
+        println!("  {}{}", task.id, state);
+        if !task.depends_on.is_empty() {
+            println!("    after: {}", task.depends_on.join(", "));
+        }
+        let env: Vec<String> = task.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for command in &task.commands {
+            let prefix = if env.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", env.join(" "))
+            };
+            println!("    $ {prefix}swin-umamba {}", shell_words(command));
+        }
+    }
+}
+
+/// Writes the Markdown and CSV tables and one bar chart per dataset; returns the tables.
+pub fn write_tables(
+    experiment: &Experiment,
+    layout: &Layout,
+    cells: &[grid::Cell],
+) -> Result<Vec<DatasetTable>> {
+    let tables = aggregate::build_tables(experiment, layout, cells, &|_| None);
+    let dir = layout.tables_dir();
+    std::fs::create_dir_all(&dir).map_err(|source| AblateError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut markdown = format!("# {}\n\n{}\n\n", experiment.name, experiment.description);
+    let mut csv = String::new();
+    for (index, table) in tables.iter().enumerate() {
+        markdown.push_str(&aggregate::to_markdown(table));
+        markdown.push('\n');
+        let table_csv = aggregate::to_csv(table);
+        if index == 0 {
+            csv.push_str(&table_csv);
+        } else {
+            csv.extend(table_csv.lines().skip(1).map(|l| format!("{l}\n")));
+        }
+        let chart = dir.join(format!("{}.png", table.dataset));
+        bar_chart(table, &chart)?;
+        println!("chart       {}", chart.display());
+    }
+    let markdown_path = dir.join("results.md");
+    let csv_path = dir.join("results.csv");
+    write_atomic(&markdown_path, &markdown)?;
+    write_atomic(&csv_path, &csv)?;
+    println!("table       {}", markdown_path.display());
+    println!("table (csv) {}", csv_path.display());
+    println!("\n{markdown}");
+    Ok(tables)
+}
+
+fn bar_chart(table: &DatasetTable, path: &Path) -> Result<()> {
+    let Some(metric) = table.metrics.first() else {
+        return Ok(());
+    };
+    let models: Vec<&String> = {
+        let mut seen = Vec::new();
+        for row in &table.rows {
+            if !seen.contains(&&row.model) {
+                seen.push(&row.model);
+            }
+        }
+        seen
+    };
+    let bars: Vec<Bar> = table
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let (mean, std) = row.metrics.get(metric)?;
+            let colour = models.iter().position(|m| *m == &row.model).unwrap_or(0);
+            Some(Bar {
+                label: format!("{}\n{}", row.model, row.initialisation),
+                value: mean * 100.0,
+                error: std * 100.0,
+                colour,
+            })
+        })
+        .collect();
+    let title = format!("{} {}", table.dataset, metric.to_uppercase());
+    plot::bar_chart(path, &title, "percent, mean and std over folds", &bars).map_err(|source| {
+        AblateError::Chart {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(())
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}

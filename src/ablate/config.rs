@@ -1,0 +1,308 @@
+//! The experiment YAML that `swin-umamba ablate` reads: datasets, models,
+//! initialisations, folds and the training budget of one ablation grid.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::AblateError;
+
+/// Model names every command accepts.
+pub const MODEL_NAMES: &[&str] = &[
+    "swin-umamba",
+    "swin-umamba-v1",
+    "swin-umamba-d",
+    "nnunet",
+    "umamba-bot",
+    "umamba-enc",
+];
+
+/// Metric sets a dataset can be scored with.
+pub const METRIC_NAMES: &[&str] = &["dice", "nsd", "f1"];
+
+/// One ablation grid, as written in `experiments/*.yaml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Short name, used for the output folder.
+    pub name: String,
+    /// Free text printed above the tables.
+    #[serde(default)]
+    pub description: String,
+    /// Folder for every output of the grid; relative paths resolve against the YAML file.
+    #[serde(default)]
+    pub output_dir: Option<PathBuf>,
+    /// nnU-Net raw and preprocessed folders; `$nnUNet_raw` and `$nnUNet_preprocessed`
+    /// when unset, else folders under `output_dir`.
+    #[serde(default)]
+    pub raw_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub preprocessed_dir: Option<PathBuf>,
+    pub datasets: Vec<DatasetSpec>,
+    pub models: Vec<String>,
+    pub initialisations: Vec<Initialisation>,
+    #[serde(default = "default_folds")]
+    pub folds: Vec<String>,
+    #[serde(default)]
+    pub training: TrainingBudget,
+    /// Device for training and prediction: `cpu` or `cuda`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_folds() -> Vec<String> {
+    vec!["0".into()]
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// A dataset of the grid, in nnU-Net raw format, or converted first from a release layout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// nnU-Net dataset id (the XXX of `DatasetXXX_Name`).
+    pub id: u32,
+    /// Dataset name (the Name of `DatasetXXX_Name`).
+    pub name: String,
+    /// How to make the raw dataset with `swin-umamba convert` when it does not exist yet.
+    #[serde(default)]
+    pub convert: Option<ConvertSpec>,
+    /// Plan override YAML from `plans/` (for example the 384×640 endoscopy patch).
+    #[serde(default)]
+    pub plan_overrides: Option<PathBuf>,
+    /// Metrics for the table: `dice` and `nsd` (organs, instruments) or `f1` (cells).
+    pub metrics: Vec<String>,
+    /// NSD tolerance YAML passed to `evaluate --nsd-tolerance`.
+    #[serde(default)]
+    pub nsd_tolerance: Option<PathBuf>,
+}
+
+/// A `swin-umamba convert` call that writes a raw dataset from a release layout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvertSpec {
+    /// Source layout, as `swin-umamba convert` names it (for example `kvasir-seg`).
+    pub from: String,
+    /// Folder holding the release files; relative paths resolve against the YAML file.
+    pub source: PathBuf,
+    /// Further `convert` flags, passed through unchanged.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+impl DatasetSpec {
+    /// Folder name in nnU-Net's convention, `Dataset042_Name`.
+    pub fn folder_name(&self) -> String {
+        format!("Dataset{:03}_{}", self.id, self.name)
+    }
+}
+
+/// Where the encoder starts from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Initialisation {
+    /// `imagenet` or `scratch`, or any name for a custom checkpoint.
+    pub name: String,
+    /// VMamba v0 checkpoint (`.pth` or `.safetensors`) for the encoder.
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// Produce the checkpoint first with `swin-umamba pretrain` on this recipe.
+    #[serde(default)]
+    pub pretrain: Option<PretrainSpec>,
+}
+
+impl Initialisation {
+    /// True when the encoder starts from a checkpoint.
+    pub fn is_pretrained(&self) -> bool {
+        self.checkpoint.is_some() || self.pretrain.is_some()
+    }
+}
+
+/// A `swin-umamba pretrain` run whose output checkpoint initialises the encoder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainSpec {
+    /// ImageNet-layout or flat folder of images.
+    pub data: PathBuf,
+    pub epochs: u32,
+    #[serde(default = "default_pretrain_batch")]
+    pub batch_size: u32,
+    #[serde(default = "default_pretrain_size")]
+    pub image_size: u32,
+    /// Further `pretrain` flags, passed through unchanged.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+fn default_pretrain_batch() -> u32 {
+    32
+}
+
+fn default_pretrain_size() -> u32 {
+    224
+}
+
+/// Training budget shared by every cell; unset values keep each trainer's defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingBudget {
+    /// Trainer per model name; models not listed use the trainer of the same name
+    /// (`nnunet` for nnU-Net, `umamba` for both U-Mamba variants).
+    #[serde(default)]
+    pub trainers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub epochs: Option<u32>,
+    /// Stop after this epoch (the official scripts' stopping points), schedule unchanged.
+    #[serde(default)]
+    pub stop_epoch: Option<u32>,
+    #[serde(default)]
+    pub iterations_per_epoch: Option<u32>,
+    #[serde(default)]
+    pub val_iterations_per_epoch: Option<u32>,
+    #[serde(default)]
+    pub patch_size: Option<Vec<u32>>,
+    #[serde(default)]
+    pub batch_size: Option<u32>,
+    /// Further `train-fold` flags, passed through unchanged.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+impl Experiment {
+    /// Reads and checks an experiment YAML; relative paths resolve against its folder.
+    pub fn load(path: &Path) -> Result<Self, AblateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AblateError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut experiment: Experiment =
+            serde_yaml_ng::from_str(&text).map_err(|err| AblateError::InvalidExperiment {
+                path: path.to_path_buf(),
+                message: err.to_string(),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        experiment.resolve_paths(base);
+        experiment.validate(path)?;
+        Ok(experiment)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [
+            &mut self.output_dir,
+            &mut self.raw_dir,
+            &mut self.preprocessed_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
+        for dataset in &mut self.datasets {
+            if let Some(p) = dataset.plan_overrides.as_mut() {
+                resolve(p);
+            }
+            if let Some(p) = dataset.nsd_tolerance.as_mut() {
+                resolve(p);
+            }
+            if let Some(convert) = dataset.convert.as_mut() {
+                resolve(&mut convert.source);
+            }
+        }
+        for init in &mut self.initialisations {
+            if let Some(p) = init.checkpoint.as_mut() {
+                resolve(p);
+            }
+            if let Some(spec) = init.pretrain.as_mut() {
+                resolve(&mut spec.data);
+            }
+        }
+    }
+
+    /// Checks names against the allowed values, so a typo fails before any work starts.
+    pub fn validate(&self, path: &Path) -> Result<(), AblateError> {
+        let invalid = |key: &str, value: &str, allowed: String| AblateError::InvalidValue {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            value: value.to_string(),
+            allowed,
+        };
+        if self.datasets.is_empty() {
+            return Err(invalid("datasets", "[]", "at least one dataset".into()));
+        }
+        if self.models.is_empty() {
+            return Err(invalid("models", "[]", MODEL_NAMES.join(", ")));
+        }
+        for model in &self.models {
+            if !MODEL_NAMES.contains(&model.as_str()) {
+                return Err(invalid("models", model, MODEL_NAMES.join(", ")));
+            }
+        }
+        for dataset in &self.datasets {
+            if dataset.metrics.is_empty() {
+                return Err(invalid("datasets.metrics", "[]", METRIC_NAMES.join(", ")));
+            }
+            for metric in &dataset.metrics {
+                if !METRIC_NAMES.contains(&metric.as_str()) {
+                    return Err(invalid("datasets.metrics", metric, METRIC_NAMES.join(", ")));
+                }
+            }
+        }
+        if self.initialisations.is_empty() {
+            return Err(invalid("initialisations", "[]", "imagenet, scratch".into()));
+        }
+        for init in &self.initialisations {
+            if init.checkpoint.is_some() && init.pretrain.is_some() {
+                return Err(invalid(
+                    "initialisations.checkpoint",
+                    &init.name,
+                    "either `checkpoint` or `pretrain`, not both".into(),
+                ));
+            }
+            if init.name == "scratch" && init.is_pretrained() {
+                return Err(invalid(
+                    "initialisations.name",
+                    "scratch",
+                    "no `checkpoint` or `pretrain` for scratch".into(),
+                ));
+            }
+        }
+        for fold in &self.folds {
+            let valid = fold == "all" || matches!(fold.parse::<u32>(), Ok(0..=4));
+            if !valid {
+                return Err(invalid("folds", fold, "0, 1, 2, 3, 4 or all".into()));
+            }
+        }
+        if !["cpu", "cuda"].contains(&self.device.as_str()) {
+            return Err(invalid("device", &self.device, "cpu, cuda".into()));
+        }
+        for model in self.training.trainers.keys() {
+            if !MODEL_NAMES.contains(&model.as_str()) {
+                return Err(invalid("training.trainers", model, MODEL_NAMES.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Trainer used for a model: the YAML's choice, else the model's own trainer.
+    pub fn trainer_for(&self, model: &str) -> String {
+        if let Some(trainer) = self.training.trainers.get(model) {
+            return trainer.clone();
+        }
+        match model {
+            "nnunet" => "nnunet".into(),
+            "umamba-bot" | "umamba-enc" => "umamba".into(),
+            "swin-umamba-d" => "swin-umamba-d".into(),
+            _ => "swin-umamba".into(),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The tasks that produce a grid's results, with the exact commands each one runs.
+//!
+//! Every task runs the `swin-umamba` binary itself as a child process, so a task is
+//! exactly what a user would type, its log is the command's own output, and a killed
+//! runner leaves nothing that a second call cannot resume.
+
+use std::path::{Path, PathBuf};
+
+use super::config::{DatasetSpec, Experiment, Initialisation};
+use super::grid::{Cell, Layout};
+
+/// What a task produces.
+#[derive(Debug, Clone)]
+pub enum TaskKind {
+    /// Convert (when the raw dataset is missing), plan and preprocess one dataset.
+    PrepareDataset(DatasetSpec),
+    /// Pretrain an encoder for one initialisation.
+    Pretrain(Initialisation),
+    /// Train one cell's fold, ending with its validation predictions.
+    Train(Cell),
+    /// Score one cell's validation predictions with the dataset's paper metrics.
+    Evaluate(Cell),
+}
+
+/// One schedulable unit: ordered commands, the tasks it waits for, and its files.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub kind: TaskKind,
+    pub depends_on: Vec<String>,
+    /// Argument lists for the `swin-umamba` binary, run in order.
+    pub commands: Vec<Vec<String>>,
+    /// Environment variables set for every command.
+    pub env: Vec<(String, String)>,
+    /// Folder holding `task.log` and the `task.done` marker.
+    pub dir: PathBuf,
+}
+
+impl Task {
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("task.log")
+    }
+
+    pub fn done_marker(&self) -> PathBuf {
+        self.dir.join("task.done")
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done_marker().exists()
+    }
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn nnunet_env(layout: &Layout, results: Option<&Path>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("nnUNet_raw".to_string(), path_arg(&layout.raw)),
+        (
+            "nnUNet_preprocessed".to_string(),
+            path_arg(&layout.preprocessed),
+        ),
+    ];
+    if let Some(results) = results {
+        env.push(("nnUNet_results".to_string(), path_arg(results)));
+    }
+    env
+}
+
+/// Builds every task of the grid in dependency order.
+pub fn build_tasks(experiment: &Experiment, layout: &Layout, cells: &[Cell]) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    let mut datasets: Vec<&DatasetSpec> = Vec::new();
+    let mut inits: Vec<&Initialisation> = Vec::new();
+    for cell in cells {
+        if !datasets.iter().any(|d| d.id == cell.dataset.id) {
+            datasets.push(&cell.dataset);
+        }
+        let needs_pretrain = cell.initialisation.pretrain.is_some();
+        if needs_pretrain && !inits.iter().any(|i| i.name == cell.initialisation.name) {
+            inits.push(&cell.initialisation);
+        }
+    }
+    for dataset in datasets {
+        tasks.push(prepare_task(layout, dataset));
+    }
+    for init in inits {
+        tasks.push(pretrain_task(experiment, layout, init));
+    }
+    for cell in cells {
+        tasks.push(train_task(experiment, layout, cell));
+        tasks.push(evaluate_task(layout, cell));
+    }
+    tasks
+}
+
+fn prepare_task(layout: &Layout, dataset: &DatasetSpec) -> Task {
+    let id = dataset.id.to_string();
+    let mut commands = Vec::new();
+    let raw_folder = layout.raw.join(dataset.folder_name());
+    if let Some(convert) = &dataset.convert {
+        if !raw_folder.join("dataset.json").exists() {
+            let mut args = vec![
+                "convert".to_string(),
+                convert.from.clone(),
+                path_arg(&convert.source),
+                "--output".into(),
+                path_arg(&raw_folder),
+            ];
+            args.extend(convert.extra_args.iter().cloned());
+            commands.push(args);
+        }
+    }
+    let mut plan = vec![
+        "plan".into(),
+        "-d".into(),
+        id.clone(),
+        "--verify-dataset-integrity".into(),
+    ];
+    if let Some(overrides) = &dataset.plan_overrides {
+        plan.extend(["--overrides".into(), path_arg(overrides)]);
+    }
+    commands.push(plan);
+    commands.push(vec!["preprocess".into(), "-d".into(), id]);
+    Task {
+        id: format!("prepare {}", dataset.folder_name()),
+        kind: TaskKind::PrepareDataset(dataset.clone()),
+        depends_on: Vec::new(),
+        commands,
+        env: nnunet_env(layout, None),
+        dir: layout.dataset_dir(dataset),
+    }
+}
+
+fn pretrain_task(experiment: &Experiment, layout: &Layout, init: &Initialisation) -> Task {
+    let spec = init
+        .pretrain
+        .as_ref()
+        .expect("pretrain task needs a pretrain spec");
+    let out = layout.pretrain_dir(init);
+    let mut args = vec![
+        "pretrain".to_string(),
+        "--data".into(),
+        path_arg(&spec.data),
+        "--out".into(),
+        path_arg(&out),
+        "--epochs".into(),
+        spec.epochs.to_string(),
+        "--batch-size".into(),
+        spec.batch_size.to_string(),
+        "--image-size".into(),
+        spec.image_size.to_string(),
+        "--device".into(),
+        experiment.device.clone(),
+        "--seed".into(),
+        experiment.seed.to_string(),
+    ];
+    if out.exists() {
+        args.push("--continue".into());
+    }
+    args.extend(spec.extra_args.iter().cloned());
+    Task {
+        id: format!("pretrain {}", init.name),
+        kind: TaskKind::Pretrain(init.clone()),
+        depends_on: Vec::new(),
+        commands: vec![args],
+        env: Vec::new(),
+        dir: out.join("runner"),
+    }
+}
+
+/// Checkpoint that a cell's encoder starts from, when it has one.
+pub fn init_checkpoint(layout: &Layout, init: &Initialisation) -> Option<PathBuf> {
+    if let Some(path) = &init.checkpoint {
+        return Some(path.clone());
+    }
+    init.pretrain
+        .as_ref()
+        .map(|_| layout.pretrain_dir(init).join("checkpoint_final.pth"))
+}
+
+fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
+    let budget = &experiment.training;
+    let mut args = vec![
+        "train-fold".to_string(),
+        "-d".into(),
+        cell.dataset.id.to_string(),
+        "-c".into(),
+        "2d".into(),
+        "-f".into(),
+        cell.fold.clone(),
+        "--trainer".into(),
+        cell.trainer.clone(),
+        "--model".into(),
+        cell.model.clone(),
+        "--device".into(),
+        experiment.device.clone(),
+        "--seed".into(),
+        experiment.seed.to_string(),
+    ];
+    if let Some(checkpoint) = init_checkpoint(layout, &cell.initialisation) {
+        args.extend(["--pretrained".into(), path_arg(&checkpoint)]);
+    }
+    let optional = [
+        ("--epochs", budget.epochs.map(|v| v.to_string())),
+        ("--stop-epoch", budget.stop_epoch.map(|v| v.to_string())),
+        (
+            "--iterations-per-epoch",
+            budget.iterations_per_epoch.map(|v| v.to_string()),
+        ),
+        (
+            "--val-iterations-per-epoch",
+            budget.val_iterations_per_epoch.map(|v| v.to_string()),
+        ),
+        ("--batch-size", budget.batch_size.map(|v| v.to_string())),
+    ];
+    for (flag, value) in optional {
+        if let Some(value) = value {
+            args.extend([flag.to_string(), value]);
+        }
+    }
+    if let Some(patch) = &budget.patch_size {
+        args.push("--patch-size".into());
+        args.extend(patch.iter().map(|v| v.to_string()));
+    }
+    if layout
+        .fold_dir(cell)
+        .join("checkpoint_latest.json")
+        .exists()
+    {
+        args.push("--continue".into());
+    }
+    args.extend(budget.extra_args.iter().cloned());
+    let mut depends_on = vec![format!("prepare {}", cell.dataset.folder_name())];
+    if cell.initialisation.pretrain.is_some() {
+        depends_on.push(format!("pretrain {}", cell.initialisation.name));
+    }
+    Task {
+        id: format!("train {}", cell.id()),
+        kind: TaskKind::Train(cell.clone()),
+        depends_on,
+        commands: vec![args],
+        env: nnunet_env(layout, Some(&layout.results_dir(cell))),
+        dir: layout.cell_dir(cell).join("train"),
+    }
+}
+
+fn evaluate_task(layout: &Layout, cell: &Cell) -> Task {
+    let preprocessed = layout.preprocessed.join(cell.dataset.folder_name());
+    let mut args = vec![
+        "evaluate".to_string(),
+        path_arg(&preprocessed.join("gt_segmentations")),
+        path_arg(&layout.fold_dir(cell).join("validation")),
+        "-djfile".into(),
+        path_arg(&preprocessed.join("dataset.json")),
+        "-pfile".into(),
+        path_arg(&preprocessed.join("nnUNetPlans.json")),
+        "-o".into(),
+        path_arg(&layout.cell_dir(cell).join("summary.json")),
+        "--metrics".into(),
+        cell.dataset.metrics.join(","),
+    ];
+    if let Some(tolerance) = &cell.dataset.nsd_tolerance {
+        args.extend(["--nsd-tolerance".into(), path_arg(tolerance)]);
+    }
+    Task {
+        id: format!("evaluate {}", cell.id()),
+        kind: TaskKind::Evaluate(cell.clone()),
+        depends_on: vec![format!("train {}", cell.id())],
+        commands: vec![args],
+        env: nnunet_env(layout, Some(&layout.results_dir(cell))),
+        dir: layout.cell_dir(cell).join("evaluate"),
+    }
+}
