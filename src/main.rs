@@ -20,6 +20,12 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // Exit quietly when stdout is closed early (`swin-umamba ... | head`), as other
+    // command-line tools do, instead of panicking on the failed write.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Info => println!("{}", swin_umamba::info::collect()),

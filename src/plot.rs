@@ -243,7 +243,8 @@ pub fn bar_chart(
     y_label: &str,
     bars: &[Bar],
 ) -> Result<(), image::ImageError> {
-    let width = (120 + 110 * bars.len() as u32).max(480);
+    let title_width = 64 + 16 * title.chars().count() as u32 + 24;
+    let width = (120 + 110 * bars.len() as u32).max(480).max(title_width);
     let mut canvas = Canvas::new(width, 480, [64, 24, 48, 96]);
     let y_max = bars
         .iter()

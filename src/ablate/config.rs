@@ -46,6 +46,10 @@ pub struct Experiment {
     pub folds: Vec<String>,
     #[serde(default)]
     pub training: TrainingBudget,
+    /// Predict without mirroring test-time augmentation (the official scripts pass
+    /// `--disable_tta`).
+    #[serde(default)]
+    pub disable_tta: bool,
     /// Device for training and prediction: `cpu` or `cuda`.
     #[serde(default = "default_device")]
     pub device: String,
@@ -80,6 +84,21 @@ pub struct DatasetSpec {
     /// NSD tolerance YAML passed to `evaluate --nsd-tolerance`.
     #[serde(default)]
     pub nsd_tolerance: Option<PathBuf>,
+    /// A held-out test set inside the raw dataset folder. When set, each cell predicts
+    /// it with its final checkpoint and is scored on it (as the official scripts score
+    /// `imagesTs`); otherwise the cell is scored on its fold's validation predictions.
+    #[serde(default)]
+    pub test: Option<TestSet>,
+}
+
+/// Test images and reference labels, as folders relative to the raw dataset folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSet {
+    /// For example `imagesTs`.
+    pub images: PathBuf,
+    /// For example `labelsTs`, or `labelsVal-instance-mask` for cell instance masks.
+    pub labels: PathBuf,
 }
 
 /// A `swin-umamba convert` call that writes a raw dataset from a release layout.
@@ -157,9 +176,13 @@ pub struct TrainingBudget {
     pub trainers: BTreeMap<String, String>,
     #[serde(default)]
     pub epochs: Option<u32>,
-    /// Stop after this epoch (the official scripts' stopping points), schedule unchanged.
+    /// Stop after this many epochs with the schedule still laid over `epochs` (the
+    /// official scripts score Swin-UMamba at such an early checkpoint).
     #[serde(default)]
     pub stop_epoch: Option<u32>,
+    /// Per-model stopping epochs; they take precedence over `stop_epoch`.
+    #[serde(default)]
+    pub stop_epochs: BTreeMap<String, u32>,
     #[serde(default)]
     pub iterations_per_epoch: Option<u32>,
     #[serde(default)]
@@ -285,7 +308,12 @@ impl Experiment {
         if !["cpu", "cuda"].contains(&self.device.as_str()) {
             return Err(invalid("device", &self.device, "cpu, cuda".into()));
         }
-        for model in self.training.trainers.keys() {
+        for model in self
+            .training
+            .trainers
+            .keys()
+            .chain(self.training.stop_epochs.keys())
+        {
             if !MODEL_NAMES.contains(&model.as_str()) {
                 return Err(invalid("training.trainers", model, MODEL_NAMES.join(", ")));
             }

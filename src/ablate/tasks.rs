@@ -18,7 +18,9 @@ pub enum TaskKind {
     Pretrain(Initialisation),
     /// Train one cell's fold, ending with its validation predictions.
     Train(Cell),
-    /// Score one cell's validation predictions with the dataset's paper metrics.
+    /// Predict the dataset's test images with one cell's final checkpoint.
+    Predict(Cell),
+    /// Score one cell's predictions (test set, else validation) with the paper metrics.
     Evaluate(Cell),
 }
 
@@ -90,6 +92,9 @@ pub fn build_tasks(experiment: &Experiment, layout: &Layout, cells: &[Cell]) -> 
     }
     for cell in cells {
         tasks.push(train_task(experiment, layout, cell));
+        if cell.dataset.test.is_some() {
+            tasks.push(predict_task(experiment, layout, cell));
+        }
         tasks.push(evaluate_task(layout, cell));
     }
     tasks
@@ -204,7 +209,14 @@ fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
     }
     let optional = [
         ("--epochs", budget.epochs.map(|v| v.to_string())),
-        ("--stop-epoch", budget.stop_epoch.map(|v| v.to_string())),
+        (
+            "--stop-epoch",
+            budget
+                .stop_epochs
+                .get(&cell.model)
+                .or(budget.stop_epoch.as_ref())
+                .map(|v| v.to_string()),
+        ),
         (
             "--iterations-per-epoch",
             budget.iterations_per_epoch.map(|v| v.to_string()),
@@ -246,12 +258,66 @@ fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
     }
 }
 
+fn predict_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
+    let test = cell
+        .dataset
+        .test
+        .as_ref()
+        .expect("predict task needs a test set");
+    let raw = layout.raw.join(cell.dataset.folder_name());
+    let mut args = vec![
+        "predict".to_string(),
+        "-i".into(),
+        path_arg(&raw.join(&test.images)),
+        "-o".into(),
+        path_arg(&layout.cell_dir(cell).join("test_predictions")),
+        "-d".into(),
+        cell.dataset.id.to_string(),
+        "-c".into(),
+        "2d".into(),
+        "-f".into(),
+        cell.fold.clone(),
+        "--trainer".into(),
+        cell.trainer.clone(),
+        "--checkpoint".into(),
+        "checkpoint_final".into(),
+        "--device".into(),
+        experiment.device.clone(),
+    ];
+    if experiment.disable_tta {
+        args.push("--disable-tta".into());
+    }
+    Task {
+        id: format!("predict {}", cell.id()),
+        kind: TaskKind::Predict(cell.clone()),
+        depends_on: vec![format!("train {}", cell.id())],
+        commands: vec![args],
+        env: nnunet_env(layout, Some(&layout.results_dir(cell))),
+        dir: layout.cell_dir(cell).join("predict"),
+    }
+}
+
 fn evaluate_task(layout: &Layout, cell: &Cell) -> Task {
     let preprocessed = layout.preprocessed.join(cell.dataset.folder_name());
+    let (reference, predictions, after) = match &cell.dataset.test {
+        Some(test) => (
+            layout
+                .raw
+                .join(cell.dataset.folder_name())
+                .join(&test.labels),
+            layout.cell_dir(cell).join("test_predictions"),
+            format!("predict {}", cell.id()),
+        ),
+        None => (
+            preprocessed.join("gt_segmentations"),
+            layout.fold_dir(cell).join("validation"),
+            format!("train {}", cell.id()),
+        ),
+    };
     let mut args = vec![
         "evaluate".to_string(),
-        path_arg(&preprocessed.join("gt_segmentations")),
-        path_arg(&layout.fold_dir(cell).join("validation")),
+        path_arg(&reference),
+        path_arg(&predictions),
         "-djfile".into(),
         path_arg(&preprocessed.join("dataset.json")),
         "-pfile".into(),
@@ -267,7 +333,7 @@ fn evaluate_task(layout: &Layout, cell: &Cell) -> Task {
     Task {
         id: format!("evaluate {}", cell.id()),
         kind: TaskKind::Evaluate(cell.clone()),
-        depends_on: vec![format!("train {}", cell.id())],
+        depends_on: vec![after],
         commands: vec![args],
         env: nnunet_env(layout, Some(&layout.results_dir(cell))),
         dir: layout.cell_dir(cell).join("evaluate"),

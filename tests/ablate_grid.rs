@@ -1,0 +1,118 @@
+//! Experiment YAML checks, grid expansion and the `--only` filter.
+
+use std::path::Path;
+
+use swin_umamba::ablate::config::Experiment;
+use swin_umamba::ablate::grid::{self, matches_pattern};
+
+fn write_yaml(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("experiment.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const BASE: &str = r#"
+name: t
+datasets:
+  - { id: 7, name: Tiny, metrics: [dice] }
+  - { id: 8, name: Cells, metrics: [f1] }
+models: [swin-umamba, nnunet]
+initialisations:
+  - { name: imagenet, checkpoint: weights/vmamba.pth }
+  - { name: scratch }
+folds: ["0", "1"]
+"#;
+
+#[test]
+fn grid_skips_pretrained_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let experiment = Experiment::load(&write_yaml(dir.path(), BASE)).unwrap();
+    let cells = grid::expand(&experiment);
+    let ids: Vec<String> = cells.iter().map(|c| c.id()).collect();
+    // 2 datasets × (swin-umamba × 2 inits + nnunet × scratch) × 2 folds.
+    assert_eq!(ids.len(), 12, "{ids:?}");
+    assert!(ids.contains(&"Dataset007_Tiny/swin-umamba/imagenet/fold_1".to_string()));
+    assert!(ids.contains(&"Dataset008_Cells/nnunet/scratch/fold_0".to_string()));
+    assert!(!ids.iter().any(|id| id.contains("nnunet/imagenet")));
+    let nnunet = cells.iter().find(|c| c.model == "nnunet").unwrap();
+    assert_eq!(nnunet.trainer, "nnunet");
+}
+
+#[test]
+fn relative_checkpoint_resolves_against_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let experiment = Experiment::load(&write_yaml(dir.path(), BASE)).unwrap();
+    let checkpoint = experiment.initialisations[0].checkpoint.clone().unwrap();
+    assert_eq!(checkpoint, dir.path().join("weights/vmamba.pth"));
+}
+
+#[test]
+fn only_pattern_filters_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let experiment = Experiment::load(&write_yaml(dir.path(), BASE)).unwrap();
+    let cells = grid::filter(grid::expand(&experiment), Some("cells*swin-umamba/scratch"));
+    let ids: Vec<String> = cells.iter().map(|c| c.id()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            "Dataset008_Cells/swin-umamba/scratch/fold_0".to_string(),
+            "Dataset008_Cells/swin-umamba/scratch/fold_1".to_string()
+        ]
+    );
+    assert!(matches_pattern(
+        "Dataset007_Tiny/nnunet/scratch/fold_0",
+        "fold_0"
+    ));
+    assert!(!matches_pattern(
+        "Dataset007_Tiny/nnunet/scratch/fold_0",
+        "imagenet"
+    ));
+}
+
+#[test]
+fn invalid_values_name_key_and_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            BASE.replace("[swin-umamba, nnunet]", "[swin-unet]"),
+            "models",
+            "swin-unet",
+        ),
+        (
+            BASE.replace("[dice]", "[hausdorff]"),
+            "datasets.metrics",
+            "hausdorff",
+        ),
+        (BASE.replace(r#"["0", "1"]"#, r#"["5"]"#), "folds", "5"),
+    ];
+    for (text, key, value) in cases {
+        let error = Experiment::load(&write_yaml(dir.path(), &text))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&format!("`{key}`")), "{error}");
+        assert!(error.contains(value), "{error}");
+        assert!(error.contains("allowed"), "{error}");
+    }
+    let unknown = BASE.replace("folds:", "fold_list:");
+    let error = Experiment::load(&write_yaml(dir.path(), &unknown))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("fold_list"), "{error}");
+    assert!(error.contains("experiment.yaml"), "{error}");
+}
+
+#[test]
+fn paper_experiments_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    for name in [
+        "paper-abdomen-mri",
+        "paper-endoscopy",
+        "paper-microscopy",
+        "standins",
+        "demo",
+    ] {
+        let path = root.join(format!("{name}.yaml"));
+        let experiment = Experiment::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!grid::expand(&experiment).is_empty(), "{name} has no cells");
+    }
+}
