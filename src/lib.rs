@@ -6,4 +6,5 @@
 //! drives the whole chain over experiment grids.
 
 pub mod info;
+pub mod nets;
 pub mod scan;

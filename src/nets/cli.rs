@@ -1,0 +1,1 @@
+//! The `model-info` and `forward` subcommands.
