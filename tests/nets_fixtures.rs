@@ -10,6 +10,7 @@ use swin_umamba::nets::plain_unet::PlainUNetConfig;
 use swin_umamba::nets::state::read_safetensors;
 use swin_umamba::nets::swin_umamba::SwinUMambaConfig;
 use swin_umamba::nets::swin_umamba_d::SwinUMambaDConfig;
+use swin_umamba::nets::umamba::UMambaConfig;
 use swin_umamba::nets::{build, Model, ModelConfig, ModelName};
 use tch::{Device, Kind, Tensor};
 
@@ -51,7 +52,16 @@ fn tiny_config(name: ModelName) -> ModelConfig {
             n_conv_per_stage_decoder: vec![2; 3],
             conv_bias: true,
         }),
-        _ => unreachable!("no tiny fixture for {name}"),
+        ModelName::UmambaBot | ModelName::UmambaEnc => ModelConfig::UMamba(UMambaConfig {
+            plan: PlainUNetConfig {
+                features_per_stage: vec![8, 16, 32, 64],
+                kernel_sizes: vec![3; 4],
+                strides: vec![1, 2, 2, 2],
+                n_conv_per_stage: vec![2; 4],
+                n_conv_per_stage_decoder: vec![2; 3],
+                conv_bias: true,
+            },
+        }),
     }
 }
 
@@ -195,6 +205,28 @@ fn plain_conv_unet_tiny() {
         ModelName::Nnunet,
         "baselines",
         "plain_conv_unet_tiny_in1_c3_64x64",
+        1,
+        3,
+    );
+}
+
+#[test]
+fn umamba_bot_tiny() {
+    check(
+        ModelName::UmambaBot,
+        "baselines",
+        "umamba_bot_2d_tiny_in1_c3_64x64",
+        1,
+        3,
+    );
+}
+
+#[test]
+fn umamba_enc_tiny() {
+    check(
+        ModelName::UmambaEnc,
+        "baselines",
+        "umamba_enc_2d_tiny_in1_c3_64x64",
         1,
         3,
     );

@@ -201,3 +201,11 @@ fn plain_conv_unet_default_manifest() {
     let file = "plain_conv_unet_manifest_abdomenmri2d_320x320.json";
     check(ModelName::Nnunet, "baselines", file, 1, 14, (320, 320));
 }
+
+#[test]
+fn umamba_default_manifests() {
+    let bot = "umamba_bot_2d_manifest_abdomenmri2d_320x320.json";
+    check(ModelName::UmambaBot, "baselines", bot, 1, 14, (320, 320));
+    let enc = "umamba_enc_2d_manifest_abdomenmri2d_320x320.json";
+    check(ModelName::UmambaEnc, "baselines", enc, 1, 14, (320, 320));
+}

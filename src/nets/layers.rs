@@ -80,6 +80,11 @@ impl Linear {
         &self.inner.ws
     }
 
+    /// The bias; panics for a layer built without one (a programming error).
+    pub fn bias(&self) -> &Tensor {
+        self.inner.bs.as_ref().expect("Linear built with a bias")
+    }
+
     /// Multiply-adds for `tokens` input rows.
     pub fn flops(&self, tokens: i64) -> f64 {
         (tokens * self.in_features * self.out_features) as f64

@@ -297,14 +297,14 @@ impl SegmentationNet for Model {
 
 impl Model {
     /// Loads an official state dict (name → tensor), strictly: every parameter must be
-    /// present with its shape and no other key may appear. For `PlainConvUNet`, keys that
+    /// present with its shape and no other key may appear. For `PlainConvUNet` and U-Mamba, keys that
     /// PyTorch lists twice for one parameter may appear under either name but must agree.
     pub fn load_state_dict(
         &self,
         tensors: &std::collections::HashMap<String, Tensor>,
         source_name: &str,
     ) -> Result<(), NetsError> {
-        if !matches!(self.network, Network::PlainUNet(_)) {
+        if !matches!(self.network, Network::PlainUNet(_) | Network::UMamba(_)) {
             return state::load_named_tensors(&self.vs, tensors, source_name);
         }
         let mut canonical = std::collections::HashMap::new();
@@ -331,7 +331,7 @@ impl Model {
     pub fn official_state_dict_shapes(&self) -> Vec<(String, Vec<i64>)> {
         let mut names = Vec::new();
         for (name, var) in self.vs.variables() {
-            if matches!(self.network, Network::PlainUNet(_)) {
+            if matches!(self.network, Network::PlainUNet(_) | Network::UMamba(_)) {
                 for alias in plain_unet::official_aliases(&name) {
                     names.push((alias, var.size()));
                 }

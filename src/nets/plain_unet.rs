@@ -263,14 +263,32 @@ impl PlainConvUNet {
     }
 }
 
-/// Other official state-dict names of the parameter `name` (see the module docs).
+/// Index of the `conv`/`norm` component of a `ConvDropoutNormReLU` parameter name
+/// (`...convs.{j}.conv.weight` in `StackedConvBlocks`, `...conv1.norm.bias` in
+/// `BasicBlockD`), whose module PyTorch also registers as `all_modules.0`/`all_modules.1`.
+fn conv_norm_relu_component(parts: &[&str]) -> Option<usize> {
+    let n = parts.len();
+    if n < 3 || !matches!(parts[n - 2], "conv" | "norm") {
+        return None;
+    }
+    let parent = parts[n - 3];
+    let in_stack = n >= 4 && parts[n - 4] == "convs";
+    (in_stack || parent == "conv1" || parent == "conv2").then_some(n - 2)
+}
+
+/// Other official state-dict names of the parameter `name` in nnU-Net-style networks
+/// (`PlainConvUNet`, U-Mamba): the `all_modules` alias of conv blocks and the
+/// `decoder.encoder.` copy of the encoder.
 pub fn official_aliases(name: &str) -> Vec<String> {
     let mut names = vec![name.to_string()];
-    if name.contains(".convs.") {
-        let swapped =
-            name.replacen(".conv.", ".all_modules.0.", 1)
-                .replacen(".norm.", ".all_modules.1.", 1);
-        names.push(swapped);
+    let mut parts: Vec<&str> = name.split('.').collect();
+    if let Some(i) = conv_norm_relu_component(&parts) {
+        parts[i] = if parts[i] == "conv" {
+            "all_modules.0"
+        } else {
+            "all_modules.1"
+        };
+        names.push(parts.join("."));
     }
     let encoder_copies: Vec<String> = names
         .iter()
@@ -282,11 +300,24 @@ pub fn official_aliases(name: &str) -> Vec<String> {
     names
 }
 
-/// Maps an official state-dict name to the VarStore name.
+/// Maps an official state-dict name to the VarStore name (the inverse of
+/// [`official_aliases`]).
 pub fn canonical_name(name: &str) -> String {
     let name = name
         .strip_prefix("decoder.encoder.")
         .map_or(name.to_string(), |rest| format!("encoder.{rest}"));
-    name.replacen(".all_modules.0.", ".conv.", 1)
-        .replacen(".all_modules.1.", ".norm.", 1)
+    let parts: Vec<&str> = name.split('.').collect();
+    let n = parts.len();
+    if n >= 4 && parts[n - 3] == "all_modules" {
+        let component = match parts[n - 2] {
+            "0" => "conv",
+            "1" => "norm",
+            _ => return name,
+        };
+        let mut joined: Vec<&str> = parts[..n - 3].to_vec();
+        joined.push(component);
+        joined.push(parts[n - 1]);
+        return joined.join(".");
+    }
+    name
 }
