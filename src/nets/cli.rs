@@ -171,7 +171,7 @@ pub fn run_forward(args: ForwardArgs) -> Result<()> {
     let named: Vec<(String, Tensor)> = heads
         .into_iter()
         .enumerate()
-        .map(|(i, t)| (format!("output.{i}"), t))
+        .map(|(i, t)| (format!("output.{i}"), t.contiguous()))
         .collect();
     write_atomically(&args.output, &named)?;
     for (name, tensor) in &named {
@@ -185,8 +185,10 @@ fn write_atomically(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let file_name = path.file_name().context("output path has no file name")?;
     let mut temporary = path.to_path_buf();
     temporary.set_file_name(format!(".{}.partial", file_name.to_string_lossy()));
-    Tensor::write_safetensors(tensors, &temporary)
-        .with_context(|| format!("writing {}", temporary.display()))?;
+    if let Err(error) = Tensor::write_safetensors(tensors, &temporary) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error).with_context(|| format!("writing {}", temporary.display()));
+    }
     std::fs::rename(&temporary, path)
         .with_context(|| format!("renaming {} to {}", temporary.display(), path.display()))?;
     Ok(())
