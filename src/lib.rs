@@ -7,6 +7,7 @@
 
 pub mod ablate;
 pub mod info;
+pub mod nets;
 pub mod plot;
 pub mod pretrain;
 pub mod scan;

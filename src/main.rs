@@ -17,6 +17,10 @@ enum Command {
     Ablate(swin_umamba::ablate::cli::AblateArgs),
     /// Run the embedded default: a small ablation on synthetic data the binary writes.
     Demo(swin_umamba::ablate::demo::DemoArgs),
+    /// Print a model's parameter count, FLOPs and per-module table.
+    ModelInfo(swin_umamba::nets::cli::ModelInfoArgs),
+    /// Run one eval-mode forward pass from safetensors weights and input; write every head.
+    Forward(swin_umamba::nets::cli::ForwardArgs),
 }
 
 fn main() -> Result<()> {
@@ -31,6 +35,8 @@ fn main() -> Result<()> {
         Command::Info => println!("{}", swin_umamba::info::collect()),
         Command::Ablate(args) => swin_umamba::ablate::cli::run(args)?,
         Command::Demo(args) => swin_umamba::ablate::demo::run(args)?,
+        Command::ModelInfo(args) => swin_umamba::nets::cli::run_model_info(args)?,
+        Command::Forward(args) => swin_umamba::nets::cli::run_forward(args)?,
     }
     Ok(())
 }
