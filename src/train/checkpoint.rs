@@ -223,10 +223,13 @@ fn read_tensors(path: &Path, expected_crc: u32) -> Result<Vec<(String, Tensor)>,
             ),
         });
     }
-    Ok(Tensor::read_safetensors(path)?)
+    let mut tensors = Tensor::read_safetensors(path)?;
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(tensors)
 }
 
-/// Loads a checkpoint from its sidecar, checking both tensor files.
+/// Loads a checkpoint from its sidecar, checking both tensor files. Tensors come sorted by
+/// name.
 pub fn load(sidecar: &Path) -> Result<LoadedCheckpoint, TrainError> {
     let state = read_state(sidecar)?;
     let dir = sidecar.parent().unwrap_or(Path::new("."));

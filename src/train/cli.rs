@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use tch::Device;
 
 use super::checkpoint::{self, load_weights, RunInfo};
-use super::data::TrainPlan;
+use super::data::{epoch_seed, Stream, TrainPlan};
 use super::network::SegmentationNetwork;
 use super::precision::Precision;
 use super::synthetic::{SyntheticSource, TinyUNet};
@@ -138,6 +138,7 @@ pub fn run(args: TrainFoldArgs) -> Result<()> {
         ignore_label: None,
         batch_dice: true,
     };
+    tch::manual_seed(epoch_seed(args.seed, 0, Stream::Init) as i64);
     let mut net = TinyUNet::new(plan.num_input_channels, plan.num_classes, device);
     if let Some(path) = &args.pretrained {
         load_pretrained(&net, path)?;

@@ -51,6 +51,8 @@ pub enum Stream {
     Train = 1,
     /// Validation batches.
     Validation = 2,
+    /// Network initialisation, drawn before the first epoch (use epoch 0).
+    Init = 3,
 }
 
 /// Derives the seed of `stream` in `epoch` from the run seed (SplitMix64 finaliser over the
