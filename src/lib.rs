@@ -11,3 +11,4 @@ pub mod nets;
 pub mod plot;
 pub mod pretrain;
 pub mod scan;
+pub mod train;

@@ -21,6 +21,8 @@ enum Command {
     ModelInfo(swin_umamba::nets::cli::ModelInfoArgs),
     /// Run one eval-mode forward pass from safetensors weights and input; write every head.
     Forward(swin_umamba::nets::cli::ForwardArgs),
+    /// Train one fold (nnU-Net's nnUNetv2_train).
+    TrainFold(swin_umamba::train::cli::TrainFoldArgs),
 }
 
 fn main() -> Result<()> {
@@ -37,6 +39,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => swin_umamba::ablate::demo::run(args)?,
         Command::ModelInfo(args) => swin_umamba::nets::cli::run_model_info(args)?,
         Command::Forward(args) => swin_umamba::nets::cli::run_forward(args)?,
+        Command::TrainFold(args) => swin_umamba::train::cli::run(args)?,
     }
     Ok(())
 }

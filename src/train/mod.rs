@@ -1,0 +1,14 @@
+//! Training: loss, optimisers, learning-rate schedules, trainers, checkpoints and logs.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod logging;
+pub mod loss;
+pub mod network;
+pub mod optim;
+pub mod precision;
+pub mod schedule;
+pub mod synthetic;
+pub mod trainer;
