@@ -7,3 +7,4 @@
 
 pub mod info;
 pub mod scan;
+pub mod weights;

@@ -13,12 +13,15 @@ struct Cli {
 enum Command {
     /// Print the libtorch version, thread count, SIMD level and CUDA devices.
     Info,
+    /// Inspect and convert checkpoint files (.pth, safetensors).
+    Weights(swin_umamba::weights::cli::WeightsArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info => println!("{}", swin_umamba::info::collect()),
+        Command::Weights(args) => swin_umamba::weights::cli::run(args)?,
     }
     Ok(())
 }
