@@ -16,8 +16,10 @@ use super::WeightsError;
 pub const MAX_OBJECTS: usize = 1 << 24;
 /// Maximum nesting depth of the returned value; deeper (or self-referencing) data is rejected.
 pub const MAX_DEPTH: usize = 256;
-/// Maximum number of nodes in the returned value tree, after memo references are expanded.
-pub const MAX_VALUE_NODES: usize = 1 << 24;
+/// Maximum number of value nodes built from the arena in one pickle, counting the returned
+/// tree after memo references are expanded and the arguments of each `REDUCE`. This bounds
+/// time and memory for streams that reference one container many times.
+pub const MAX_VALUE_NODES: usize = 1 << 22;
 
 /// Element type of a torch storage, from the storage class name in the persistent id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,10 +281,10 @@ pub fn unpickle(
         stack: Vec::new(),
         memo: HashMap::new(),
         persistent_load,
+        node_budget: MAX_VALUE_NODES,
     };
     let root = machine.run()?;
-    let mut budget = MAX_VALUE_NODES;
-    let value = machine.materialize(root, 0, &mut budget)?;
+    let value = machine.value_of(root)?;
     Ok((value, machine.pos))
 }
 
@@ -294,6 +296,8 @@ struct Machine<'d, 'p, 'q> {
     stack: Vec<Slot>,
     memo: HashMap<u64, Id>,
     persistent_load: Option<&'p mut PersistentLoad<'q>>,
+    /// Value nodes that may still be built; see [`MAX_VALUE_NODES`].
+    node_budget: usize,
 }
 
 impl Machine<'_, '_, '_> {
@@ -750,9 +754,11 @@ impl Machine<'_, '_, '_> {
         }
     }
 
-    fn value_of(&self, id: Id) -> Result<Value, WeightsError> {
-        let mut budget = MAX_VALUE_NODES;
-        self.materialize(id, 0, &mut budget)
+    fn value_of(&mut self, id: Id) -> Result<Value, WeightsError> {
+        let mut budget = self.node_budget;
+        let value = self.materialize(id, 0, &mut budget);
+        self.node_budget = budget;
+        value
     }
 
     /// Builds the value a `REDUCE` of an allow-listed callable returns.
@@ -843,8 +849,10 @@ impl Machine<'_, '_, '_> {
         }
     }
 
-    fn values_of(&self, ids: &[Id]) -> Result<Vec<Value>, WeightsError> {
-        ids.iter().map(|&id| self.value_of(id)).collect()
+    fn values_of(&mut self, ids: &[Id]) -> Result<Vec<Value>, WeightsError> {
+        ids.iter()
+            .map(|&id| self.value_of(id))
+            .collect::<Result<_, _>>()
     }
 
     fn rebuild_tensor(&self, args: &[Value]) -> Result<TensorRef, WeightsError> {

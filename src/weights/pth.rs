@@ -49,7 +49,11 @@ pub fn read_pth(path: &Path) -> Result<PthFile, WeightsError> {
     // if another process rewrites it in place; that yields wrong bytes, not unsafety, because
     // every read is bounds-checked against the length taken at map time.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| WeightsError::io(path, e))?;
-    let bytes: &[u8] = &map;
+    read_pth_bytes(path, &map)
+}
+
+/// Reads `.pth` content from memory; `path` only names the source in errors.
+pub fn read_pth_bytes(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError> {
     if bytes.starts_with(b"PK\x03\x04") {
         read_zip(path, bytes)
     } else {
