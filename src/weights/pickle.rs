@@ -19,7 +19,7 @@ pub const MAX_DEPTH: usize = 256;
 /// Maximum number of value nodes built from the arena in one pickle, counting the returned
 /// tree after memo references are expanded and the arguments of each `REDUCE`. This bounds
 /// time and memory for streams that reference one container many times.
-pub const MAX_VALUE_NODES: usize = 1 << 22;
+pub const MAX_VALUE_NODES: usize = 1 << 20;
 
 /// Element type of a torch storage, from the storage class name in the persistent id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
