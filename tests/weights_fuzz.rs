@@ -3,7 +3,7 @@
 //!
 //! Cases come from a fixed ChaCha8 seed. Whole-file corruptions mostly hit the zip structure or
 //! the CRC of `data.pkl`, so a third kind rewrites the archive around a corrupted `data.pkl`
-//! (with a fresh CRC) to reach the pickle machine itself. About 3,300 cases in total; each must
+//! (with a fresh CRC) to reach the pickle machine itself. About 4,500 cases in total; each must
 //! finish within [`CASE_LIMIT`].
 
 use std::io::{Cursor, Read, Write};
@@ -145,6 +145,8 @@ fn corrupted_files_never_panic() {
         local_fixture("all_dtypes.pth"),
         local_fixture("all_dtypes_proto4.pth"),
         local_fixture("all_dtypes_legacy.pth"),
+        local_fixture("nnunet_style_checkpoint.pth"),
+        local_fixture("numpy1_scalars.pkl"),
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(20240205);
     let mut tally = Tally::default();
@@ -167,6 +169,7 @@ fn corrupted_files_never_panic() {
     let zips = [
         local_fixture("all_dtypes.pth"),
         local_fixture("all_dtypes_proto4.pth"),
+        local_fixture("nnunet_style_checkpoint.pth"),
         shared_checkpoint("checkpoint_final.pth"),
     ];
     for path in &zips {
@@ -199,7 +202,7 @@ fn corrupted_files_never_panic() {
 
 #[test]
 fn memo_bomb_is_bounded() {
-    // Tuple i+1 holds tuple i twice, through the memo, for 40 levels: expanding the last one
+    // Tuple i+1 contains tuple i twice, through the memo, for 40 levels: expanding the last one
     // as a tree would need 2^40 nodes, so the node budget must stop it quickly with an error.
     let mut pickle = b"\x80\x02]q\x00".to_vec(); // PROTO 2, EMPTY_LIST, BINPUT 0
     for i in 0u8..40 {

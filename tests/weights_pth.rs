@@ -292,3 +292,51 @@ fn truncated_zip_error_names_file() {
     println!("{message}");
     assert!(message.contains("cut.pth"));
 }
+
+#[test]
+fn nnunet_style_checkpoint_with_numpy_logging() {
+    // Written by torch.save (torch 2.15, numpy 2) from a real SGD optimizer and nnU-Net's
+    // logging layout, whose values are numpy float64 scalars.
+    let ckpt = read_nnunet_checkpoint(&fixture("nnunet_style_checkpoint.pth")).unwrap();
+    let names: Vec<&str> = ckpt
+        .network_weights
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(names, vec!["weight", "bias"]);
+    assert_eq!(ckpt.trainer_name.as_deref(), Some("nnUNetTrainer"));
+    assert_eq!(ckpt.current_epoch, Some(2));
+    assert_eq!(ckpt.init_args.as_ref().unwrap()["device"], "cpu");
+
+    let root = &ckpt.file.root;
+    let logging = root.get("logging").unwrap();
+    let floats = Value::List(vec![Value::Float(0.25), Value::Float(0.275)]);
+    assert_eq!(logging.get("ema_fg_dice"), Some(&floats));
+    assert_eq!(root.get("_best_ema"), Some(&Value::Float(0.275)));
+
+    let state = root.get("optimizer_state").unwrap().get("state").unwrap();
+    let Value::Dict(per_param) = state else {
+        panic!("optimizer state is not a dict")
+    };
+    assert_eq!(per_param.len(), 2, "one momentum buffer per parameter");
+    let Some(Value::Tensor(buffer)) = per_param[0].1.get("momentum_buffer") else {
+        panic!("no momentum buffer tensor");
+    };
+    assert_eq!(buffer.size, vec![2, 1, 3, 3]);
+}
+
+#[test]
+fn numpy1_scalars_decoded() {
+    let file = read_pth(&fixture("numpy1_scalars.pkl")).unwrap();
+    assert_eq!(file.root.get("f8"), Some(&Value::Float(0.5)));
+    assert_eq!(file.root.get("i8"), Some(&Value::Int(-3)));
+    assert_eq!(file.root.get("f4"), Some(&Value::Float(1.5)));
+    assert_eq!(file.root.get("b1"), Some(&Value::Bool(true)));
+    match file.root.get("array") {
+        Some(Value::Object { class, state, .. }) => {
+            assert_eq!(class, "numpy.core.multiarray._reconstruct");
+            assert!(state.is_some(), "the array's BUILD state is kept");
+        }
+        other => panic!("array is not an opaque object: {other:?}"),
+    }
+}

@@ -1,9 +1,9 @@
 //! The ImageNet VMamba v0 loader against the official Swin-UMamba loaders' recorded behaviour.
 //!
 //! For each recorded load, a VarStore is filled with the official model's state dict before
-//! loading, the reduced VMamba checkpoint is loaded into it, and the result must equal the
-//! official state dict after loading bit for bit, with the same loaded, skipped and passed keys
-//! in the same order.
+//! loading, and the reduced VMamba checkpoint is loaded into it. The result must equal the
+//! official state dict after loading bit for bit. The loaded, skipped and passed keys must
+//! equal the official lists in the same order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

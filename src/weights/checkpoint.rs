@@ -16,7 +16,7 @@ use super::{StateDict, WeightsError};
 /// Format tag written into every sidecar.
 pub const CHECKPOINT_FORMAT: &str = "swin-umamba-checkpoint-v1";
 
-/// The tensor file and sidecar paths for a checkpoint stem such as `fold_0/checkpoint_final`.
+/// Returns the tensor file and sidecar paths for a checkpoint stem such as `fold_0/checkpoint_final`.
 pub fn checkpoint_paths(stem: &Path) -> (PathBuf, PathBuf) {
     let name = stem
         .file_name()

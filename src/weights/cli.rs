@@ -30,7 +30,7 @@ pub enum WeightsCommand {
         input: PathBuf,
         /// Output safetensors file; written under a temporary name and renamed when complete.
         output: PathBuf,
-        /// Top-level entry that holds the state dict (default: the top level if it holds
+        /// Top-level entry that contains the state dict (default: the top level if it contains
         /// only tensors, else `model`, `state_dict` or `network_weights`).
         #[arg(long)]
         key: Option<String>,
@@ -111,9 +111,13 @@ fn print_value(file: &PthFile, prefix: &str, value: &Value, depth: usize, total:
         }
         other => {
             let text = super::nnunet::to_json(other).to_string();
-            let shown: String = text.chars().take(100).collect();
-            let ellipsis = if shown.len() < text.len() { "..." } else { "" };
-            println!("{prefix}\t{}\t{shown}{ellipsis}", other.type_name());
+            let preview: String = text.chars().take(100).collect();
+            let ellipsis = if preview.len() < text.len() {
+                "..."
+            } else {
+                ""
+            };
+            println!("{prefix}\t{}\t{preview}{ellipsis}", other.type_name());
         }
     }
 }

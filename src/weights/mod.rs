@@ -1,7 +1,9 @@
-//! Checkpoint formats: PyTorch `.pth` files read without Python and without running code,
-//! safetensors, nnU-Net result checkpoints, our own checkpoints (safetensors plus a JSON
-//! sidecar), and the loader that maps the ImageNet VMamba v0 checkpoint into the Swin-UMamba
-//! encoders the way the official Swin-UMamba code does.
+//! Checkpoint formats and the ImageNet VMamba loader.
+//!
+//! PyTorch `.pth` files are read without Python and without running code. safetensors files
+//! are read and written, nnU-Net result checkpoints are read, and our own checkpoints are
+//! safetensors plus a JSON sidecar. The loader maps the ImageNet VMamba v0 checkpoint into the
+//! Swin-UMamba encoders the way the official Swin-UMamba code does.
 
 pub mod checkpoint;
 pub mod cli;
@@ -81,7 +83,7 @@ impl WeightsError {
 ///
 /// `.safetensors` files are read directly. `.pth`/`.pt` files (zip or legacy torch.save
 /// format) are read with [`read_pth`]; the state dict is taken from the top-level dict itself,
-/// or from its `model`, `state_dict` or `network_weights` entry when the top level holds
+/// or from its `model`, `state_dict` or `network_weights` entry when the top level contains
 /// non-tensor values.
 pub fn read_state_dict(path: &Path) -> Result<StateDict, WeightsError> {
     if is_safetensors(path)? {
@@ -91,7 +93,7 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, WeightsError> {
     file.state_dict(None)
 }
 
-/// Whether the file starts like a safetensors file (an 8-byte header length, then `{`).
+/// Checks whether the file starts like a safetensors file (an 8-byte header length, then `{`).
 pub fn is_safetensors(path: &Path) -> Result<bool, WeightsError> {
     use std::io::Read;
     let mut head = [0u8; 9];

@@ -69,7 +69,7 @@ impl StorageDtype {
         }
     }
 
-    /// The matching libtorch scalar type.
+    /// Returns the libtorch scalar type of this dtype.
     pub fn kind(self) -> tch::Kind {
         match self {
             Self::F16 => tch::Kind::Half,
@@ -747,10 +747,10 @@ impl Machine<'_, '_, '_> {
         }
     }
 
-    fn tuple_items(&self, id: Id, what: &str) -> Result<Vec<Id>, WeightsError> {
+    fn tuple_items(&self, id: Id, callable: &str) -> Result<Vec<Id>, WeightsError> {
         match &self.arena[id] {
             Node::Tuple(items) => Ok(items.clone()),
-            _ => Err(self.error(format!("{what}: arguments are not a tuple"))),
+            _ => Err(self.error(format!("{callable}: arguments are not a tuple"))),
         }
     }
 
@@ -907,7 +907,7 @@ impl Machine<'_, '_, '_> {
                 Ok(())
             }
             // NOTE: attributes set on a dict (the `_metadata` of a state_dict, which records
-            // module versions) and on tensors are dropped; the weights do not need them.
+            // module versions) and on tensors are dropped. The weights do not need them.
             Node::Dict(_) | Node::Leaf(Value::Tensor(_)) => Ok(()),
             _ => Err(self.error("BUILD target is not an object")),
         }
@@ -973,7 +973,7 @@ enum ReduceKind {
     Opaque,
 }
 
-/// The allow-list of callables `REDUCE` may apply, with how each is evaluated.
+/// Looks up a callable in the allow-list of `REDUCE` and returns how to evaluate it.
 fn reduce_global(name: &str) -> Option<ReduceKind> {
     Some(match name {
         "collections.OrderedDict" | "builtins.dict" => ReduceKind::OrderedDict,

@@ -45,9 +45,9 @@ impl std::fmt::Debug for PthFile {
 /// Reads a `.pth` file without executing any of its pickle (see [`pickle`]).
 pub fn read_pth(path: &Path) -> Result<PthFile, WeightsError> {
     let file = std::fs::File::open(path).map_err(|e| WeightsError::io(path, e))?;
-    // SAFETY: the map is read-only and private to this call. The file could change underneath
-    // if another process rewrites it in place; that yields wrong bytes, not unsafety, because
-    // every read is bounds-checked against the length taken at map time.
+    // SAFETY: the map is read-only and private to this call. Another process that rewrites the
+    // file in place can change the bytes underneath. That yields wrong values, not undefined
+    // behaviour, because every read is bounds-checked against the length taken at map time.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| WeightsError::io(path, e))?;
     read_pth_bytes(path, &map)
 }
@@ -323,8 +323,8 @@ fn read_entry(
     let mut entry = archive
         .by_name(name)
         .map_err(|e| WeightsError::format(path, format!("entry `{name}`: {e}")))?;
-    // The declared size is untrusted, so it only caps the pre-allocation.
-    let mut data = Vec::with_capacity(entry.size().min(1 << 26) as usize);
+    // The declared size is untrusted, so it is only a pre-allocation hint, capped at 1 MiB.
+    let mut data = Vec::with_capacity(entry.size().min(1 << 20) as usize);
     entry
         .read_to_end(&mut data)
         .map_err(|e| WeightsError::format(path, format!("entry `{name}`: {e}")))?;
@@ -336,6 +336,7 @@ fn read_pickle_stream(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError
     let source = path.display().to_string();
     let (first, mut pos) = pickle::unpickle(bytes, &source, None)?;
     let is_legacy = matches!(&first, Value::BigInt(b) if b.as_slice() == LEGACY_MAGIC);
+
     if !is_legacy {
         return Ok(PthFile {
             path: path.to_path_buf(),
@@ -356,8 +357,10 @@ fn read_pickle_stream(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError
             "legacy file is big-endian; not supported",
         ));
     }
+
     let (root, used, refs) = unpickle_with_storages(path, &bytes[pos..])?;
     pos += used;
+
     let keys = match next(&mut pos)? {
         Value::List(keys) => keys,
         other => {
@@ -367,6 +370,7 @@ fn read_pickle_stream(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError
             ))
         }
     };
+
     let mut storages = HashMap::new();
     for key in keys {
         let Value::Str(key) = key else {

@@ -143,7 +143,8 @@ pub fn write_safetensors(
     })
 }
 
-/// A name in the same folder as `path` (so the final rename stays on one file system).
+/// Builds a temporary name in the folder of `path`, so the final rename stays on one file
+/// system.
 pub(crate) fn temporary_sibling(path: &Path) -> std::path::PathBuf {
     let name = path
         .file_name()

@@ -3,13 +3,17 @@
 //! (github.com/JiarunLiu/Swin-UMamba, `SwinUMamba.py` and `SwinUMambaD.py` at commit 2c1f72e,
 //! and the first-commit `SwinUMamba.py` at 6855410, whose loader equals the current one).
 //!
-//! For each checkpoint key, in checkpoint order: keys on the skip list are skipped; the model
-//! key is `vssm_encoder.<key>` with `layers.<i>.downsample` renamed to `downsamples.<i>` (which
-//! must exist in the model); for Swin-UMamba† every `patch_embed` key is passed over when the
-//! checkpoint's patch embedding has a different number of input channels than the model; a
-//! key whose model key exists must match its shape and is copied; any other key is passed over.
-//! Nothing is copied unless every key passes these checks, as in the official code, which
-//! asserts before its final `load_state_dict`.
+//! Each checkpoint key is handled in checkpoint order:
+//! 1. Keys on the skip list are skipped.
+//! 2. The model key is `vssm_encoder.<key>`, with `layers.<i>.downsample` renamed to
+//!    `downsamples.<i>`, and a renamed key must exist in the model.
+//! 3. For Swin-UMamba†, every `patch_embed` key is passed over when the checkpoint's patch
+//!    embedding has a different number of input channels than the model.
+//! 4. A key whose model key exists must match its shape and is copied. Any other key is passed
+//!    over.
+//!
+//! Nothing is copied unless every key passes these checks. The official code has the same
+//! effect because it asserts before its final `load_state_dict`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,7 +38,7 @@ const SWIN_UMAMBA_PATCH_EMBED_KEYS: [&str; 3] = [
 /// Prefix of the encoder's keys inside the segmentation networks.
 const ENCODER_PREFIX: &str = "vssm_encoder.";
 
-/// Which official loader to mirror.
+/// Official loader to mirror.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmambaTarget {
     /// Swin-UMamba (`SwinUMamba.py:load_pretrained_ckpt`, commit 2c1f72e).
@@ -46,7 +50,7 @@ pub enum VmambaTarget {
     SwinUMambaD { num_input_channels: i64 },
 }
 
-/// What a load did, key by key, in checkpoint order.
+/// Record of a load, key by key, in checkpoint order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoadReport {
     /// Checkpoint keys copied into the model, with the model key each went to.
