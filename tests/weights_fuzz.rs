@@ -225,8 +225,8 @@ fn deep_nesting_is_bounded() {
     // stack.
     let depth = 100_000;
     let mut pickle = b"\x80\x02".to_vec();
-    pickle.extend(std::iter::repeat(b']').take(depth));
-    pickle.extend(std::iter::repeat(b'a').take(depth - 1));
+    pickle.extend(std::iter::repeat_n(b']', depth));
+    pickle.extend(std::iter::repeat_n(b'a', depth - 1));
     pickle.push(b'.');
     let err = read_pth_bytes(Path::new("deep.pkl"), &pickle).unwrap_err();
     println!("{err}");

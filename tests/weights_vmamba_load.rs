@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 use swin_umamba::weights::vmamba::var_store_from_state_dict;
 use swin_umamba::weights::{
-    load_vmamba_imagenet, read_pth, read_safetensors, LoadReport, StateDict, VmambaTarget,
+    load_vmamba_imagenet, load_vmamba_imagenet_file, read_pth, read_safetensors, LoadReport,
+    StateDict, VmambaTarget,
 };
 use tch::{Kind, Tensor};
 
@@ -246,4 +247,35 @@ fn missing_downsample_target_rejected() {
     println!("{message}");
     assert!(message.contains("vssm_encoder.downsamples.3.norm.weight"));
     assert_state_equal(&current_state(&vs), &before);
+}
+
+#[test]
+fn file_loader_reads_converted_safetensors() {
+    // The fp64 safetensors twin stands in for a `weights convert` output.
+    let load = "swin_umamba_tiny_in1_c14";
+    let before = read_state(&format!("{load}_before_pretrained_load_state_dict"));
+    let after = read_state(&format!("{load}_after_pretrained_load_state_dict"));
+    let mut vs = var_store_from_state_dict(&before);
+    let path = shared_checkpoint("vmamba_v0_tiny_reduced_ckpt_fp64.safetensors");
+    load_vmamba_imagenet_file(&path, &mut vs, VmambaTarget::SwinUMamba).unwrap();
+    assert_state_equal(&current_state(&vs), &after);
+}
+
+#[test]
+fn file_loader_reads_pth() {
+    let load = "swin_umamba_d_tiny_in1_c4";
+    let before = read_state(&format!("{load}_before_pretrained_load_state_dict"));
+    let after = read_state(&format!("{load}_after_pretrained_load_state_dict"));
+    let mut vs = var_store_from_state_dict(&before);
+    let path = shared_checkpoint("vmamba_v0_tiny_reduced_ckpt.pth");
+    let target = VmambaTarget::SwinUMambaD {
+        num_input_channels: 1,
+    };
+    let report = load_vmamba_imagenet_file(&path, &mut vs, target).unwrap();
+    assert_eq!(
+        report.passed.len(),
+        4,
+        "the four patch_embed keys are passed over"
+    );
+    assert_state_equal(&current_state(&vs), &after);
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::pickle::Value;
-use super::{is_safetensors, read_pth, read_safetensors, write_safetensors, PthFile};
+use super::{is_safetensors, read_pth, read_safetensors, write_safetensors};
 
 /// Arguments of `swin-umamba weights`.
 #[derive(Args, Debug)]
@@ -70,7 +70,7 @@ fn inspect(path: &Path) -> Result<()> {
         file.root.type_name()
     );
     let mut total = 0u64;
-    print_value(&file, "", &file.root, 0, &mut total);
+    print_value("", &file.root, 0, &mut total);
     println!("{total} tensor elements");
     Ok(())
 }
@@ -78,7 +78,7 @@ fn inspect(path: &Path) -> Result<()> {
 /// Maximum nesting shown by `inspect`; deeper containers are summarised.
 const INSPECT_DEPTH: usize = 8;
 
-fn print_value(file: &PthFile, prefix: &str, value: &Value, depth: usize, total: &mut u64) {
+fn print_value(prefix: &str, value: &Value, depth: usize, total: &mut u64) {
     match value {
         Value::Tensor(t) => {
             *total += t.size.iter().product::<i64>().max(0) as u64;
@@ -99,14 +99,14 @@ fn print_value(file: &PthFile, prefix: &str, value: &Value, depth: usize, total:
                 } else {
                     format!("{prefix}.{key}")
                 };
-                print_value(file, &child, v, depth + 1, total);
+                print_value(&child, v, depth + 1, total);
             }
         }
         Value::List(items) | Value::Tuple(items)
             if depth < INSPECT_DEPTH && items.iter().any(|v| matches!(v, Value::Tensor(_))) =>
         {
             for (i, v) in items.iter().enumerate() {
-                print_value(file, &format!("{prefix}.{i}"), v, depth + 1, total);
+                print_value(&format!("{prefix}.{i}"), v, depth + 1, total);
             }
         }
         other => {

@@ -21,7 +21,7 @@ pub use nnunet::{read_nnunet_checkpoint, NnunetCheckpoint};
 pub use pickle::{StorageDtype, StorageRef, TensorRef, Value};
 pub use pth::{read_pth, read_pth_bytes, PthFile};
 pub use safetensors_io::{read_safetensors, write_safetensors};
-pub use vmamba::{load_vmamba_imagenet, LoadReport, VmambaTarget};
+pub use vmamba::{load_vmamba_imagenet, load_vmamba_imagenet_file, LoadReport, VmambaTarget};
 
 /// A flat state dict: dotted parameter and buffer names to tensors, sorted by name.
 pub type StateDict = BTreeMap<String, tch::Tensor>;

@@ -455,7 +455,7 @@ impl Machine<'_, '_, '_> {
     }
 
     fn set_items(&mut self, dict: Id, items: Vec<Id>) -> Result<(), WeightsError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.error("SETITEMS with an odd number of items"));
         }
         let pairs: Vec<(Id, Id)> = items.chunks(2).map(|p| (p[0], p[1])).collect();

@@ -193,7 +193,23 @@ fn parse_storage_pid(pid: &Value) -> Result<StorageRef, String> {
                 "torch" => StorageDtype::from_storage_class(name),
                 _ => None,
             }
-            .ok_or_else(|| format!("unsupported storage type {module}.{name}"))?;
+            .ok_or_else(|| {
+                if name == "UntypedStorage" {
+                    // torch.save writes uint16/32/64 and float8 tensors this way, with the
+                    // dtype in `_rebuild_tensor_v3`.
+                    format!(
+                        "storage `{key}` is a {module}.{name}, which torch.save uses for \
+                         uint16/uint32/uint64 and float8 tensors; these dtypes are not \
+                         supported, so convert the tensor to a supported dtype before saving"
+                    )
+                } else {
+                    format!(
+                        "storage `{key}` has unsupported type {module}.{name}; supported are \
+                         Half, BFloat16, Float, Double, Byte, Char, Short, Int, Long, Bool, \
+                         ComplexFloat and ComplexDouble storages"
+                    )
+                }
+            })?;
             let numel = u64::try_from(*numel).map_err(|_| format!("negative numel {numel}"))?;
             Ok(StorageRef {
                 key: key.clone(),

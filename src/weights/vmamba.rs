@@ -16,6 +16,7 @@
 //! effect because it asserts before its final `load_state_dict`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use tch::nn::VarStore;
 use tch::Tensor;
@@ -209,6 +210,35 @@ pub fn load_vmamba_imagenet(
         .collect();
     left.sort();
     report.model_keys_left_at_init = left;
+    Ok(report)
+}
+
+/// Reads an ImageNet VMamba v0 checkpoint file and loads it into `vs` with
+/// [`load_vmamba_imagenet`], printing the report to stdout.
+///
+/// A `.pth` file must contain a `model` dict, read in file order. A safetensors file (for
+/// example one written by `weights convert`) is read in name order, so the report lists keys
+/// in that order, but the loaded weights are the same.
+pub fn load_vmamba_imagenet_file(
+    path: &Path,
+    vs: &mut VarStore,
+    target: VmambaTarget,
+) -> Result<LoadReport, WeightsError> {
+    println!("Loading weights from: {}", path.display());
+    let checkpoint: Vec<(String, Tensor)> = if super::is_safetensors(path)? {
+        super::read_safetensors(path)?.0.into_iter().collect()
+    } else {
+        let file = super::read_pth(path)?;
+        let model = file.root.get("model").ok_or_else(|| {
+            WeightsError::format(
+                path,
+                "no `model` entry; an ImageNet VMamba v0 checkpoint is a dict with `model`",
+            )
+        })?;
+        file.ordered_tensors(model)?
+    };
+    let report = load_vmamba_imagenet(&checkpoint, vs, target)?;
+    println!("{report}");
     Ok(report)
 }
 
