@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use swin_umamba::weights::{
-    read_nnunet_checkpoint, read_pth, read_safetensors, Value, WeightsError,
+    read_nnunet_checkpoint, read_pth, read_safetensors, PthFormat, Value, WeightsError,
 };
 use tch::{Kind, Tensor};
 
@@ -48,8 +48,9 @@ fn assert_bit_equal(name: &str, got: &Tensor, expected: &Tensor) {
     assert!(bytes(got) == bytes(expected), "{name}: bytes differ");
 }
 
-fn check_all_dtypes(file_name: &str) {
+fn check_all_dtypes(file_name: &str, format: PthFormat) {
     let file = read_pth(&fixture(file_name)).unwrap();
+    assert_eq!(file.format, format, "{file_name}: format");
     let (expected, _) = read_safetensors(&fixture("all_dtypes_expected.safetensors")).unwrap();
     let tensors = file.state_dict(Some("tensors")).unwrap();
     assert_eq!(
@@ -139,17 +140,17 @@ fn check_all_dtypes(file_name: &str) {
 
 #[test]
 fn zip_protocol2_all_dtypes() {
-    check_all_dtypes("all_dtypes.pth");
+    check_all_dtypes("all_dtypes.pth", PthFormat::Zip);
 }
 
 #[test]
 fn zip_protocol4_all_dtypes() {
-    check_all_dtypes("all_dtypes_proto4.pth");
+    check_all_dtypes("all_dtypes_proto4.pth", PthFormat::Zip);
 }
 
 #[test]
 fn legacy_format_all_dtypes() {
-    check_all_dtypes("all_dtypes_legacy.pth");
+    check_all_dtypes("all_dtypes_legacy.pth", PthFormat::Legacy);
 }
 
 #[test]
@@ -328,6 +329,7 @@ fn nnunet_style_checkpoint_with_numpy_logging() {
 #[test]
 fn numpy1_scalars_decoded() {
     let file = read_pth(&fixture("numpy1_scalars.pkl")).unwrap();
+    assert_eq!(file.format, PthFormat::Pickle);
     assert_eq!(file.root.get("f8"), Some(&Value::Float(0.5)));
     assert_eq!(file.root.get("i8"), Some(&Value::Int(-3)));
     assert_eq!(file.root.get("f4"), Some(&Value::Float(1.5)));

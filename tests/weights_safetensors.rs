@@ -7,7 +7,8 @@ use std::process::Command;
 
 use serde_json::json;
 use swin_umamba::weights::{
-    load_checkpoint, read_pth, read_safetensors, save_checkpoint, write_safetensors, StateDict,
+    load_checkpoint, read_pth, read_safetensors, read_state_dict, save_checkpoint,
+    write_safetensors, StateDict,
 };
 use tch::Tensor;
 
@@ -172,4 +173,19 @@ fn inspect_cli_lists_every_format() {
             path.display()
         );
     }
+}
+
+#[test]
+fn read_state_dict_any_format() {
+    // The fp32 .pth and its fp64 safetensors twin give the same names and, cast, the same values.
+    let from_pth = read_state_dict(&shared_checkpoint("vmamba_v0_tiny_reduced_ckpt.pth")).unwrap();
+    let from_st = read_state_dict(&shared_checkpoint(
+        "vmamba_v0_tiny_reduced_ckpt_fp64.safetensors",
+    ))
+    .unwrap();
+    let cast: StateDict = from_pth
+        .iter()
+        .map(|(k, t)| (k.clone(), t.to_kind(tch::Kind::Double)))
+        .collect();
+    assert_same_tensors(&cast, &from_st);
 }

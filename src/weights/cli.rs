@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::pickle::Value;
-use super::{is_safetensors, read_pth, read_safetensors, write_safetensors};
+use super::{is_safetensors, read_pth, read_safetensors, write_safetensors, PthFormat};
 
 /// Arguments of `swin-umamba weights`.
 #[derive(Args, Debug)]
@@ -63,8 +63,13 @@ fn inspect(path: &Path) -> Result<()> {
         return Ok(());
     }
     let file = read_pth(path)?;
+    let format = match file.format {
+        PthFormat::Zip => "torch.save zip file",
+        PthFormat::Legacy => "legacy torch.save file",
+        PthFormat::Pickle => "plain pickle",
+    };
     println!(
-        "{}: torch.save file, {} storages, top level is a {}",
+        "{}: {format}, {} storages, top level is a {}",
         path.display(),
         file.storage_count(),
         file.root.type_name()

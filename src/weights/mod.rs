@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use nnunet::{read_nnunet_checkpoint, NnunetCheckpoint};
 pub use pickle::{StorageDtype, StorageRef, TensorRef, Value};
-pub use pth::{read_pth, read_pth_bytes, PthFile};
+pub use pth::{read_pth, read_pth_bytes, PthFile, PthFormat};
 pub use safetensors_io::{read_safetensors, write_safetensors};
 pub use vmamba::{load_vmamba_imagenet, load_vmamba_imagenet_file, LoadReport, VmambaTarget};
 

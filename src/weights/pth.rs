@@ -25,9 +25,21 @@ use super::{StateDict, WeightsError};
 /// Magic number that starts the legacy format (the first pickle is this int).
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
+/// Layout of a `.pth` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PthFormat {
+    /// The zip archive torch.save writes since torch 1.6.
+    Zip,
+    /// The legacy stream of pickles followed by raw storages.
+    Legacy,
+    /// A single plain pickle, without tensors.
+    Pickle,
+}
+
 /// A decoded `.pth` file: the pickled object and the storages its tensors view.
 pub struct PthFile {
     pub path: PathBuf,
+    pub format: PthFormat,
     /// The object passed to `torch.save`, with tensors as [`Value::Tensor`] references.
     pub root: Value,
     storages: HashMap<String, Tensor>,
@@ -325,6 +337,7 @@ fn read_zip(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError> {
         storages.insert(key, tensor);
     }
     Ok(PthFile {
+        format: PthFormat::Zip,
         path: path.to_path_buf(),
         root,
         storages,
@@ -355,6 +368,7 @@ fn read_pickle_stream(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError
 
     if !is_legacy {
         return Ok(PthFile {
+            format: PthFormat::Pickle,
             path: path.to_path_buf(),
             root: first,
             storages: HashMap::new(),
@@ -423,6 +437,7 @@ fn read_pickle_stream(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError
         ));
     }
     Ok(PthFile {
+        format: PthFormat::Legacy,
         path: path.to_path_buf(),
         root,
         storages,
