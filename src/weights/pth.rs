@@ -96,7 +96,12 @@ impl PthFile {
     pub fn state_dict(&self, key: Option<&str>) -> Result<StateDict, WeightsError> {
         let dict = match key {
             Some(k) => self.root.get(k).ok_or_else(|| {
-                WeightsError::format(&self.path, format!("no `{k}` entry in the top-level dict"))
+                WeightsError::format(
+                    &self.path,
+                    format!(
+                        "no `{k}` entry in the top-level dict; `weights inspect` lists the entries"
+                    ),
+                )
             })?,
             None => self.default_state_dict_value()?,
         };
@@ -285,8 +290,12 @@ fn storage_tensor(path: &Path, storage: &StorageRef, bytes: &[u8]) -> Result<Ten
 }
 
 fn read_zip(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError> {
-    let zip_err =
-        |e: zip::result::ZipError| WeightsError::format(path, format!("invalid zip: {e}"));
+    let zip_err = |e: zip::result::ZipError| {
+        WeightsError::format(
+            path,
+            format!("invalid zip archive ({e}); the file is corrupted or not a .pth file"),
+        )
+    };
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(zip_err)?;
     let pkl_name = archive
         .file_names()
@@ -327,7 +336,12 @@ fn read_zip(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError> {
             let slice = start
                 .checked_add(len)
                 .and_then(|end| bytes.get(start..end))
-                .ok_or_else(|| WeightsError::format(path, format!("entry `{name}` truncated")))?;
+                .ok_or_else(|| {
+                    WeightsError::format(
+                        path,
+                        format!("entry `{name}` is truncated; copy the file again"),
+                    )
+                })?;
             storage_tensor(path, &storage, slice)?
         } else {
             drop(entry);
@@ -412,9 +426,9 @@ fn read_pickle_stream(path: &Path, bytes: &[u8]) -> Result<PthFile, WeightsError
         let storage = refs.get(&key).ok_or_else(|| {
             WeightsError::format(path, format!("legacy storage `{key}` is never referenced"))
         })?;
-        let count = bytes
-            .get(pos..pos + 8)
-            .ok_or_else(|| WeightsError::format(path, "legacy file truncated"))?;
+        let count = bytes.get(pos..pos + 8).ok_or_else(|| {
+            WeightsError::format(path, "legacy file is truncated; copy the file again")
+        })?;
         let count = u64::from_le_bytes(count.try_into().expect("8 bytes"));
         pos += 8;
         if count != storage.numel {
