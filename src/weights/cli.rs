@@ -114,6 +114,15 @@ fn print_value(prefix: &str, value: &Value, depth: usize, total: &mut u64) {
                 print_value(&format!("{prefix}.{i}"), v, depth + 1, total);
             }
         }
+        Value::Object {
+            class,
+            state: Some(state),
+            ..
+        } if depth < INSPECT_DEPTH => {
+            // A pickled object (e.g. a whole nn.Module) keeps its attributes in its state.
+            println!("{prefix}\tobject\t{class}");
+            print_value(prefix, state, depth + 1, total);
+        }
         other => {
             let text = super::nnunet::to_json(other).to_string();
             let preview: String = text.chars().take(100).collect();

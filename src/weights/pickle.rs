@@ -992,6 +992,8 @@ fn reduce_global(name: &str) -> Option<ReduceKind> {
         "numpy.dtype"
         | "numpy.core.multiarray._reconstruct"
         | "numpy._core.multiarray._reconstruct"
+        | "copyreg._reconstructor"
+        | "copy_reg._reconstructor"
         | "builtins.slice"
         | "builtins.complex"
         | "torch.Size" => ReduceKind::Opaque,
