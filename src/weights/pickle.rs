@@ -284,6 +284,11 @@ pub fn unpickle(
         node_budget: MAX_VALUE_NODES,
     };
     let root = machine.run()?;
+    // Checking the expanded size first rejects memo bombs without building them.
+    let size = machine.tree_size(root, 0, &mut HashMap::new())?;
+    if size > machine.node_budget as u64 {
+        return Err(machine.error(format!("value has more than {MAX_VALUE_NODES} nodes")));
+    }
     let value = machine.value_of(root)?;
     Ok((value, machine.pos))
 }
@@ -920,6 +925,33 @@ impl Machine<'_, '_, '_> {
         };
         let value = load(pid).map_err(|reason| self.error(reason))?;
         self.push_leaf(value)
+    }
+
+    /// Counts the nodes of the tree `id` expands to, visiting each arena node once.
+    fn tree_size(
+        &self,
+        id: Id,
+        depth: usize,
+        cache: &mut HashMap<Id, u64>,
+    ) -> Result<u64, WeightsError> {
+        if depth > MAX_DEPTH {
+            return Err(self.error(format!("value nested deeper than {MAX_DEPTH} levels")));
+        }
+        if let Some(&size) = cache.get(&id) {
+            return Ok(size);
+        }
+        let children: Vec<Id> = match &self.arena[id] {
+            Node::Leaf(_) => Vec::new(),
+            Node::List(ids) | Node::Tuple(ids) | Node::Set(ids) => ids.clone(),
+            Node::Dict(pairs) => pairs.iter().flat_map(|&(k, v)| [k, v]).collect(),
+            Node::Object { args, state, .. } => args.iter().copied().chain(*state).collect(),
+        };
+        let mut size = 1u64;
+        for child in children {
+            size = size.saturating_add(self.tree_size(child, depth + 1, cache)?);
+        }
+        cache.insert(id, size);
+        Ok(size)
     }
 
     fn materialize(&self, id: Id, depth: usize, budget: &mut usize) -> Result<Value, WeightsError> {
