@@ -93,11 +93,17 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, WeightsError> {
     file.state_dict(None)
 }
 
-/// Checks whether the file starts like a safetensors file (an 8-byte header length, then `{`).
+/// Checks whether the file starts like a safetensors file: an 8-byte little-endian header
+/// length that fits in the file, then `{`.
 pub fn is_safetensors(path: &Path) -> Result<bool, WeightsError> {
     use std::io::Read;
     let mut head = [0u8; 9];
     let mut f = std::fs::File::open(path).map_err(|e| WeightsError::io(path, e))?;
+    let file_len = f.metadata().map_err(|e| WeightsError::io(path, e))?.len();
     let n = f.read(&mut head).map_err(|e| WeightsError::io(path, e))?;
-    Ok(n == 9 && head[8] == b'{' && !head.starts_with(b"PK"))
+    if n < head.len() || head[8] != b'{' {
+        return Ok(false);
+    }
+    let header_len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+    Ok(header_len <= file_len - 8)
 }
