@@ -85,7 +85,7 @@ fn assert_state_equal(got: &BTreeMap<String, Tensor>, expected: &StateDict) {
     }
 }
 
-/// Runs one recorded load and compares everything the report holds.
+/// Runs one recorded load and compares everything the report contains.
 fn check_load(load: &str, target: VmambaTarget) -> LoadReport {
     let entry = report_entry(&format!("{load}_after_pretrained_load"));
     let before = read_state(&format!("{load}_before_pretrained_load_state_dict"));
@@ -228,8 +228,8 @@ fn shape_mismatch_rejected_without_changes() {
 
 #[test]
 fn missing_downsample_target_rejected() {
-    // A checkpoint with a fifth stage's downsample maps to `downsamples.3`, which the model
-    // lacks; the official loader asserts on this.
+    // A downsample after the last stage maps to `downsamples.3`, which the model lacks. The
+    // official loader asserts that the renamed key exists.
     let load = "swin_umamba_d_tiny_in3_c4";
     let before = read_state(&format!("{load}_before_pretrained_load_state_dict"));
     let mut vs = var_store_from_state_dict(&before);
@@ -251,7 +251,7 @@ fn missing_downsample_target_rejected() {
 
 #[test]
 fn file_loader_reads_converted_safetensors() {
-    // The fp64 safetensors twin stands in for a `weights convert` output.
+    // The fp64 safetensors twin replaces a `weights convert` output here.
     let load = "swin_umamba_tiny_in1_c14";
     let before = read_state(&format!("{load}_before_pretrained_load_state_dict"));
     let after = read_state(&format!("{load}_after_pretrained_load_state_dict"));
