@@ -12,3 +12,4 @@ pub mod plot;
 pub mod pretrain;
 pub mod scan;
 pub mod train;
+pub mod weights;

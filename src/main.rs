@@ -23,6 +23,8 @@ enum Command {
     Forward(swin_umamba::nets::cli::ForwardArgs),
     /// Train one fold (nnU-Net's nnUNetv2_train).
     TrainFold(swin_umamba::train::cli::TrainFoldArgs),
+    /// Inspect and convert checkpoint files (.pth, safetensors).
+    Weights(swin_umamba::weights::cli::WeightsArgs),
 }
 
 fn main() -> Result<()> {
@@ -40,6 +42,7 @@ fn main() -> Result<()> {
         Command::ModelInfo(args) => swin_umamba::nets::cli::run_model_info(args)?,
         Command::Forward(args) => swin_umamba::nets::cli::run_forward(args)?,
         Command::TrainFold(args) => swin_umamba::train::cli::run(args)?,
+        Command::Weights(args) => swin_umamba::weights::cli::run(args)?,
     }
     Ok(())
 }
