@@ -13,6 +13,8 @@ struct Cli {
 enum Command {
     /// Print the libtorch version, thread count, SIMD level and CUDA devices.
     Info,
+    /// Pretrain the VMamba-Tiny v0 encoder as an image classifier (ImageNet recipe).
+    Pretrain(swin_umamba::pretrain::cli::PretrainArgs),
     /// Run an experiment grid (datasets × models × initialisations × folds) and tabulate it.
     Ablate(swin_umamba::ablate::cli::AblateArgs),
     /// Run the embedded default: a small ablation on synthetic data the binary writes.
@@ -37,6 +39,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info => println!("{}", swin_umamba::info::collect()),
+        Command::Pretrain(args) => swin_umamba::pretrain::cli::run(args)?,
         Command::Ablate(args) => swin_umamba::ablate::cli::run(args)?,
         Command::Demo(args) => swin_umamba::ablate::demo::run(args)?,
         Command::ModelInfo(args) => swin_umamba::nets::cli::run_model_info(args)?,
