@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::cell_f1::{self, CellF1Options};
-use super::folder::{find_instance_file, pair_cases, CasePair, DatasetLabels};
+use super::folder::{find_instance_file, list_files, pair_cases, CasePair, DatasetLabels};
 use super::labels::{read_label_map, LabelMap};
 use super::paper::{self, PaperOptions, SliceRange, ToleranceConfig};
 use super::summary::{build_summary, CaseResult, PaperSettings};
@@ -127,13 +127,46 @@ fn evaluate_case(case: &CasePair, reference_dir: &Path, config: &EvaluateConfig)
     })
 }
 
+fn pair_predictions_with_instances(
+    prediction_dir: &Path,
+    instance_dir: &Path,
+    file_ending: &str,
+) -> Result<Vec<CasePair>, EvalError> {
+    let names = list_files(prediction_dir, file_ending)?;
+    if names.is_empty() {
+        return Err(EvalError::NoCases {
+            folder: prediction_dir.to_path_buf(),
+            file_ending: file_ending.to_string(),
+        });
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let stem = name.strip_suffix(file_ending).unwrap_or(&name);
+            let reference = find_instance_file(instance_dir, stem, file_ending).ok_or_else(|| {
+                EvalError::MissingReference {
+                    path: instance_dir.join(format!("{stem}_label.tiff")),
+                    prediction: name.clone(),
+                }
+            })?;
+            Ok(CasePair { prediction: prediction_dir.join(&name), reference, name })
+        })
+        .collect()
+}
+
 /// Scores every prediction in `prediction_dir` against `reference_dir`, cases in parallel.
 pub fn evaluate_folders(
     reference_dir: &Path,
     prediction_dir: &Path,
     config: &EvaluateConfig,
 ) -> Result<EvaluationOutput, EvalError> {
-    let pairs = pair_cases(reference_dir, prediction_dir, &config.labels.file_ending, config.chill)?;
+    let pairs = if config.metrics.dice || config.metrics.nsd {
+        pair_cases(reference_dir, prediction_dir, &config.labels.file_ending, config.chill)?
+    } else {
+        // F1 alone needs only the instance references, which are named differently.
+        let instance_dir = config.instance_dir.as_deref().unwrap_or(reference_dir);
+        pair_predictions_with_instances(prediction_dir, instance_dir, &config.labels.file_ending)?
+    };
     let cases: Vec<CaseResult> = pairs
         .par_iter()
         .map(|case| evaluate_case(case, reference_dir, config))

@@ -86,7 +86,8 @@ pub struct CasePair {
     pub prediction: PathBuf,
 }
 
-fn files_with_ending(folder: &Path, file_ending: &str) -> Result<Vec<String>, EvalError> {
+/// Lists the names of the files in `folder` ending in `file_ending`, sorted.
+pub fn list_files(folder: &Path, file_ending: &str) -> Result<Vec<String>, EvalError> {
     let entries = std::fs::read_dir(folder)
         .map_err(|e| EvalError::Read { path: folder.to_path_buf(), message: e.to_string() })?;
     let mut names: Vec<String> = entries
@@ -109,7 +110,7 @@ pub fn pair_cases(
     file_ending: &str,
     chill: bool,
 ) -> Result<Vec<CasePair>, EvalError> {
-    let predictions = files_with_ending(prediction_dir, file_ending)?;
+    let predictions = list_files(prediction_dir, file_ending)?;
     if predictions.is_empty() {
         return Err(EvalError::NoCases {
             folder: prediction_dir.to_path_buf(),
@@ -117,7 +118,7 @@ pub fn pair_cases(
         });
     }
     if !chill {
-        let missing: Vec<String> = files_with_ending(reference_dir, file_ending)?
+        let missing: Vec<String> = list_files(reference_dir, file_ending)?
             .into_iter()
             .filter(|name| !predictions.contains(name))
             .collect();
