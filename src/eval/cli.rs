@@ -30,8 +30,9 @@ pub struct EvaluateArgs {
     /// DSC and NSD), f1 (cell instance F1).
     #[arg(long, default_value = "dice")]
     pub metrics: String,
-    /// NSD tolerance YAML file, or a built-in name: amos_mri (mm, header spacing) or
-    /// endoscopy (2 pixels). Default: amos_mri for NIfTI datasets, endoscopy otherwise.
+    /// NSD tolerance YAML file, or a built-in name: amos_mri (the official abdomen
+    /// protocol, mm with the header spacing), chaos_t2 (the CHAOS stand-in's four organs)
+    /// or endoscopy (2 pixels). Default: amos_mri for NIfTI datasets, endoscopy otherwise.
     #[arg(long = "nsd-tolerance")]
     pub nsd_tolerance: Option<String>,
     /// Slices scored for labels marked `reference_slice_range` (aorta, IVC, esophagus):

@@ -22,6 +22,8 @@ use super::EvalError;
 
 /// The tolerance file of the official abdomen (AMOS MRI) evaluation.
 pub const AMOS_MRI_TOLERANCES: &str = include_str!("tolerances/amos_mri.yaml");
+/// Tolerances for the CHAOS T2 stand-in: its four organs with their AMOS tolerances.
+pub const CHAOS_T2_TOLERANCES: &str = include_str!("tolerances/chaos_t2.yaml");
 /// The tolerance file of the official endoscopy evaluation.
 pub const ENDOSCOPY_TOLERANCES: &str = include_str!("tolerances/endoscopy.yaml");
 
@@ -103,10 +105,12 @@ impl ToleranceConfig {
         Ok(config)
     }
 
-    /// Reads a tolerance file, or one of the built-in names `amos_mri` and `endoscopy`.
+    /// Reads a tolerance file, or one of the built-in names `amos_mri`, `chaos_t2` and
+    /// `endoscopy`.
     pub fn load(name_or_path: &str) -> Result<Self, EvalError> {
         match name_or_path {
             "amos_mri" => Self::from_yaml(AMOS_MRI_TOLERANCES, Path::new("amos_mri")),
+            "chaos_t2" => Self::from_yaml(CHAOS_T2_TOLERANCES, Path::new("chaos_t2")),
             "endoscopy" => Self::from_yaml(ENDOSCOPY_TOLERANCES, Path::new("endoscopy")),
             path => {
                 let path = Path::new(path);

@@ -263,12 +263,12 @@ pub fn surface_distances(
 /// surfaces are empty, as numpy's 0/0.
 pub fn surface_dice_at_tolerance(distances: &SurfaceDistances, tolerance: f64) -> f64 {
     let within = |d: &[f64], a: &[f64]| -> f64 {
-        d.iter().zip(a).filter(|(&d, _)| d <= tolerance).map(|(_, &a)| a).sum()
+        // A fold from +0.0: `Sum` of an empty f64 iterator gives -0.0.
+        d.iter().zip(a).filter(|(&d, _)| d <= tolerance).fold(0.0, |sum, (_, &a)| sum + a)
     };
     let overlap_gt = within(&distances.distances_gt_to_pred, &distances.areas_gt);
     let overlap_pred = within(&distances.distances_pred_to_gt, &distances.areas_pred);
-    let total: f64 =
-        distances.areas_gt.iter().sum::<f64>() + distances.areas_pred.iter().sum::<f64>();
+    let total = distances.areas_gt.iter().chain(&distances.areas_pred).fold(0.0, |s, a| s + a);
     (overlap_gt + overlap_pred) / total
 }
 
