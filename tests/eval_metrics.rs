@@ -7,9 +7,15 @@ use std::process::Command;
 use swin_umamba::eval::cell_f1::{connected_components, score_image, CellF1Options};
 use swin_umamba::eval::labels::LabelMap;
 use swin_umamba::eval::paper::{score_case, PaperOptions, SliceRange, ToleranceConfig};
-use swin_umamba::eval::surface::{euclidean_distance_map, surface_dice_at_tolerance, surface_distances};
+use swin_umamba::eval::surface::{
+    euclidean_distance_map, surface_dice_at_tolerance, surface_distances,
+};
 
-fn volume(shape: [usize; 3], spacing: [f64; 3], fill: impl Fn(usize, usize, usize) -> i32) -> LabelMap {
+fn volume(
+    shape: [usize; 3],
+    spacing: [f64; 3],
+    fill: impl Fn(usize, usize, usize) -> i32,
+) -> LabelMap {
     let mut data = Vec::with_capacity(shape.iter().product());
     for x in 0..shape[0] {
         for y in 0..shape[1] {
@@ -18,16 +24,28 @@ fn volume(shape: [usize; 3], spacing: [f64; 3], fill: impl Fn(usize, usize, usiz
             }
         }
     }
-    LabelMap { shape, spacing, data }
+    LabelMap {
+        shape,
+        spacing,
+        data,
+    }
 }
 
 #[test]
 fn distance_map_matches_brute_force() {
     let grid = [7, 5, 4];
     let spacing = [1.25, 0.7, 3.1];
-    let sites: Vec<bool> = (0..grid.iter().product::<usize>()).map(|i| (i * 37 + 11) % 17 == 0).collect();
+    let sites: Vec<bool> = (0..grid.iter().product::<usize>())
+        .map(|i| (i * 37 + 11) % 17 == 0)
+        .collect();
     let map = euclidean_distance_map(&sites, grid, spacing);
-    let coords = |i: usize| [i / (grid[1] * grid[2]), (i / grid[2]) % grid[1], i % grid[2]];
+    let coords = |i: usize| {
+        [
+            i / (grid[1] * grid[2]),
+            (i / grid[2]) % grid[1],
+            i % grid[2],
+        ]
+    };
     let mut max_difference: f64 = 0.0;
     for (i, &distance) in map.iter().enumerate() {
         let p = coords(i);
@@ -56,7 +74,9 @@ fn distance_map_without_sites_is_infinite() {
 #[test]
 fn surface_dice_identical_masks_is_one() {
     let shape = [6, 6, 3];
-    let mask: Vec<bool> = (0..108).map(|i| (i / 3) % 6 > 1 && i / 18 > 1 && i / 18 < 5).collect();
+    let mask: Vec<bool> = (0..108)
+        .map(|i| (i / 3) % 6 > 1 && i / 18 > 1 && i / 18 < 5)
+        .collect();
     let distances = surface_distances(&mask, &mask, shape, [1.5, 1.5, 4.0]);
     let nsd = surface_dice_at_tolerance(&distances, 0.0);
     println!("nsd = {nsd}");
@@ -67,7 +87,10 @@ fn surface_dice_identical_masks_is_one() {
 fn surface_dice_empty_prediction_is_zero() {
     let mask: Vec<bool> = (0..27).map(|i| i == 13).collect();
     let distances = surface_distances(&mask, &[false; 27], [3, 3, 3], [1.0; 3]);
-    assert!(distances.distances_gt_to_pred.iter().all(|d| d.is_infinite()));
+    assert!(distances
+        .distances_gt_to_pred
+        .iter()
+        .all(|d| d.is_infinite()));
     assert_eq!(surface_dice_at_tolerance(&distances, 5.0), 0.0);
 }
 
@@ -75,7 +98,7 @@ fn amos() -> ToleranceConfig {
     ToleranceConfig::load("amos_mri").unwrap()
 }
 
-/// An "Aorta" (label 5) on slices 1..=3 of the reference and on slices 1..=4 of the
+/// Builds an "Aorta" (label 5) on slices 1..=3 of the reference and on slices 1..=4 of the
 /// prediction.
 fn aorta_case() -> (LabelMap, LabelMap) {
     let inside = |x: usize, y: usize| (2..6).contains(&x) && (2..6).contains(&y);
@@ -92,7 +115,10 @@ fn aorta_case() -> (LabelMap, LabelMap) {
 fn slice_range_modes_differ() {
     let (reference, prediction) = aorta_case();
     let score = |slice_range| {
-        let options = PaperOptions { slice_range, round: false };
+        let options = PaperOptions {
+            slice_range,
+            round: false,
+        };
         score_case(&reference, &prediction, &amos(), &options).per_label[&5]
     };
     let official = score(SliceRange::Official);
@@ -109,7 +135,9 @@ fn slice_range_modes_differ() {
 #[test]
 fn one_slice_organ_scores_nan() {
     // The official DSC script returns NaN here and its NSD script fails on the empty range.
-    let reference = volume([6, 6, 4], [1.0; 3], |x, y, z| i32::from(x == 2 && y == 2 && z == 1) * 10);
+    let reference = volume([6, 6, 4], [1.0; 3], |x, y, z| {
+        i32::from(x == 2 && y == 2 && z == 1) * 10
+    });
     let options = PaperOptions::default();
     let score = score_case(&reference, &reference, &amos(), &options).per_label[&10];
     assert!(score.dsc.is_nan());
@@ -140,9 +168,10 @@ fn endoscopy_empty_image_scores_nan() {
 
 #[test]
 fn tolerance_file_rejects_missing_labels() {
-    let error = ToleranceConfig::from_yaml("protocol: volume\nspacing: header\n", Path::new("t.yaml"))
-        .unwrap_err()
-        .to_string();
+    let error =
+        ToleranceConfig::from_yaml("protocol: volume\nspacing: header\n", Path::new("t.yaml"))
+            .unwrap_err()
+            .to_string();
     println!("{error}");
     assert!(error.contains("t.yaml"));
     assert!(error.contains("labels"));
@@ -176,7 +205,10 @@ fn cell_f1_removes_border_cells() {
     assert_eq!(scores.true_count, 1);
     assert_eq!(scores.tp, 1);
     assert_eq!(scores.f1, 1.0);
-    let kept = CellF1Options { count_border_cells: true, ..CellF1Options::default() };
+    let kept = CellF1Options {
+        count_border_cells: true,
+        ..CellF1Options::default()
+    };
     let scores = score_image(&reference, &prediction, [10, 10], &kept);
     assert_eq!(scores.true_count, 2);
     assert_eq!(scores.fn_, 1);
@@ -187,7 +219,9 @@ fn binary() -> &'static str {
 }
 
 fn cases(kind: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eval").join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/eval")
+        .join(kind)
 }
 
 #[test]
@@ -228,7 +262,10 @@ fn cli_bad_input_writes_nothing() {
         .arg("evaluate")
         .arg(dir.join("ref"))
         .arg(dir.join("pred"))
-        .args(["-djfile".as_ref(), cases("abdomen").join("dataset.json").as_os_str()])
+        .args([
+            "-djfile".as_ref(),
+            cases("abdomen").join("dataset.json").as_os_str(),
+        ])
         .args(["-pfile".as_ref(), dir.join("plans.json").as_os_str()])
         .args(["-o".as_ref(), json.as_os_str()])
         .output()
@@ -244,9 +281,16 @@ fn cli_bad_input_writes_nothing() {
 fn builtin_tolerance_files_parse() {
     let amos = ToleranceConfig::load("amos_mri").unwrap();
     assert_eq!(amos.labels.len(), 13);
-    let sliced: Vec<i32> =
-        amos.labels.iter().filter(|l| l.reference_slice_range).map(|l| l.label).collect();
+    let sliced: Vec<i32> = amos
+        .labels
+        .iter()
+        .filter(|l| l.reference_slice_range)
+        .map(|l| l.label)
+        .collect();
     assert_eq!(sliced, vec![5, 6, 10]);
     assert_eq!(ToleranceConfig::load("chaos_t2").unwrap().labels.len(), 4);
-    assert_eq!(ToleranceConfig::load("endoscopy").unwrap().tolerance, Some(2.0));
+    assert_eq!(
+        ToleranceConfig::load("endoscopy").unwrap().tolerance,
+        Some(2.0)
+    );
 }

@@ -1,7 +1,7 @@
 //! `evaluate` against the official implementations on reference cases built from real
 //! masks (CHAOS, Kvasir-SEG, NeurIPS cell-seg and scellseg): nnU-Net v2.8.1's
 //! `compute_metrics_on_folder2`, the Swin-UMamba abdomen and endoscopy scripts, and the
-//! cell-segmentation F1 script. tests/data/eval/README.md says how the cases and the
+//! cell-segmentation F1 script. tests/data/eval/README.md describes how the cases and the
 //! expected files were made.
 
 use std::collections::HashMap;
@@ -16,7 +16,9 @@ use swin_umamba::eval::summary::CaseResult;
 const TOLERANCE: f64 = 1e-6;
 
 fn case_dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eval").join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/eval")
+        .join(kind)
 }
 
 fn config(kind: &str, metrics: &str, tolerances: Option<&str>, round: bool) -> EvaluateConfig {
@@ -25,8 +27,14 @@ fn config(kind: &str, metrics: &str, tolerances: Option<&str>, round: bool) -> E
         labels,
         metrics: MetricSet::parse(metrics).unwrap(),
         tolerances: tolerances.map(|name| (name.to_string(), ToleranceConfig::load(name).unwrap())),
-        paper: PaperOptions { slice_range: SliceRange::Official, round },
-        cells: CellF1Options { round, ..CellF1Options::default() },
+        paper: PaperOptions {
+            slice_range: SliceRange::Official,
+            round,
+        },
+        cells: CellF1Options {
+            round,
+            ..CellF1Options::default()
+        },
         instance_dir: None,
         chill: false,
     }
@@ -34,11 +42,17 @@ fn config(kind: &str, metrics: &str, tolerances: Option<&str>, round: bool) -> E
 
 fn run(kind: &str, config: &EvaluateConfig) -> Vec<CaseResult> {
     let dir = case_dir(kind);
-    evaluate_folders(&dir.join("ref"), &dir.join("pred"), config).unwrap().cases
+    evaluate_folders(&dir.join("ref"), &dir.join("pred"), config)
+        .unwrap()
+        .cases
 }
 
 fn file_name(path: &str) -> String {
-    Path::new(path).file_name().unwrap().to_string_lossy().into_owned()
+    Path::new(path)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Splits one CSV line, honouring double quotes.
@@ -75,13 +89,13 @@ fn parse_value(text: &str) -> f64 {
 }
 
 /// Asserts closeness, treating two NaNs as equal, after printing the difference.
-fn assert_close(actual: f64, expected: f64, what: &str) {
+fn assert_close(actual: f64, expected: f64, label: &str) {
     let difference = (actual - expected).abs();
-    println!("{what}: actual {actual} expected {expected} |diff| {difference:e}");
+    println!("{label}: actual {actual} expected {expected} |diff| {difference:e}");
     if expected.is_nan() {
-        assert!(actual.is_nan(), "{what}: expected NaN, got {actual}");
+        assert!(actual.is_nan(), "{label}: expected NaN, got {actual}");
     } else {
-        assert!(difference <= TOLERANCE, "{what}: {actual} vs {expected}");
+        assert!(difference <= TOLERANCE, "{label}: {actual} vs {expected}");
     }
 }
 
@@ -105,7 +119,10 @@ fn check_nnunet(kind: &str) {
     let mut max_difference: f64 = 0.0;
     for expected_case in expected_cases {
         let name = file_name(expected_case["prediction_file"].as_str().unwrap());
-        let case = cases.iter().find(|c| file_name(&c.prediction_file) == name).unwrap();
+        let case = cases
+            .iter()
+            .find(|c| file_name(&c.prediction_file) == name)
+            .unwrap();
         let metrics = case.confusion.as_ref().unwrap();
         let expected_metrics = expected_case["metrics"].as_object().unwrap();
         assert_eq!(metrics.len(), expected_metrics.len(), "{name}: class count");
@@ -116,7 +133,11 @@ fn check_nnunet(kind: &str) {
                 if !expected_value.is_nan() {
                     max_difference = max_difference.max((value - expected_value).abs());
                 }
-                assert_close(value, expected_value, &format!("{kind} {name} {} {metric}", class.key()));
+                assert_close(
+                    value,
+                    expected_value,
+                    &format!("{kind} {name} {} {metric}", class.key()),
+                );
             }
         }
     }
@@ -126,12 +147,20 @@ fn check_nnunet(kind: &str) {
     for (class, values) in &summary.mean {
         for (metric, value) in values {
             let expected_value = json_f64(&expected["mean"][class.key()][metric]);
-            assert_close(*value, expected_value, &format!("{kind} mean {} {metric}", class.key()));
+            assert_close(
+                *value,
+                expected_value,
+                &format!("{kind} mean {} {metric}", class.key()),
+            );
         }
     }
     for (metric, value) in &summary.foreground_mean {
         let expected_value = json_f64(&expected["foreground_mean"][metric]);
-        assert_close(*value, expected_value, &format!("{kind} foreground_mean {metric}"));
+        assert_close(
+            *value,
+            expected_value,
+            &format!("{kind} foreground_mean {metric}"),
+        );
     }
 }
 
@@ -166,13 +195,20 @@ fn check_abdomen(csv: &str, nsd: bool, round: bool) {
     let suffix = if nsd { "NSD" } else { "DSC" };
     let mut column_sums: HashMap<i32, (f64, usize)> = HashMap::new();
     for row in &rows {
-        let case = cases.iter().find(|c| file_name(&c.prediction_file) == row["Name"]).unwrap();
+        let case = cases
+            .iter()
+            .find(|c| file_name(&c.prediction_file) == row["Name"])
+            .unwrap();
         let paper = case.paper.as_ref().unwrap();
         for entry in &tolerances.labels {
             let score = paper.per_label[&entry.label];
             let actual = if nsd { score.nsd } else { score.dsc };
             let expected = parse_value(&row[&format!("{}_{suffix}", entry.name)]);
-            assert_close(actual, expected, &format!("{} {} {suffix}", row["Name"], entry.name));
+            assert_close(
+                actual,
+                expected,
+                &format!("{} {} {suffix}", row["Name"], entry.name),
+            );
             if !expected.is_nan() {
                 let sum = column_sums.entry(entry.label).or_default();
                 sum.0 += expected;
@@ -183,8 +219,16 @@ fn check_abdomen(csv: &str, nsd: bool, round: bool) {
     let column_means: Vec<f64> = column_sums.values().map(|(s, n)| s / *n as f64).collect();
     let expected_overall = column_means.iter().sum::<f64>() / column_means.len() as f64;
     let means = swin_umamba::eval::summary::paper_means(&cases, tolerances.protocol);
-    let actual_overall = if nsd { means.overall_nsd } else { means.overall_dsc };
-    assert_close(actual_overall, expected_overall, &format!("abdomen overall {suffix}"));
+    let actual_overall = if nsd {
+        means.overall_nsd
+    } else {
+        means.overall_dsc
+    };
+    assert_close(
+        actual_overall,
+        expected_overall,
+        &format!("abdomen overall {suffix}"),
+    );
 }
 
 #[test]
@@ -210,16 +254,32 @@ fn check_endoscopy(csv: &str, nsd: bool, round: bool) {
     assert_eq!(rows.len(), cases.len(), "case count");
     let column = if nsd { "NSD" } else { "DSC" };
     for row in &rows {
-        let case = cases.iter().find(|c| file_name(&c.prediction_file) == row["Name"]).unwrap();
+        let case = cases
+            .iter()
+            .find(|c| file_name(&c.prediction_file) == row["Name"])
+            .unwrap();
         let image = case.paper.as_ref().unwrap().image_mean.unwrap();
         let actual = if nsd { image.nsd } else { image.dsc };
-        assert_close(actual, parse_value(&row[column]), &format!("{} {column}", row["Name"]));
+        assert_close(
+            actual,
+            parse_value(&row[column]),
+            &format!("{} {column}", row["Name"]),
+        );
     }
     let expected_overall =
         rows.iter().map(|r| parse_value(&r[column])).sum::<f64>() / rows.len() as f64;
-    let means = swin_umamba::eval::summary::paper_means(&cases, config.tolerances.unwrap().1.protocol);
-    let actual_overall = if nsd { means.overall_nsd } else { means.overall_dsc };
-    assert_close(actual_overall, expected_overall, &format!("endoscopy overall {column}"));
+    let means =
+        swin_umamba::eval::summary::paper_means(&cases, config.tolerances.unwrap().1.protocol);
+    let actual_overall = if nsd {
+        means.overall_nsd
+    } else {
+        means.overall_dsc
+    };
+    assert_close(
+        actual_overall,
+        expected_overall,
+        &format!("endoscopy overall {column}"),
+    );
 }
 
 #[test]
@@ -245,7 +305,10 @@ fn check_cells(kind: &str) {
     assert_eq!(rows.len(), cases.len(), "case count");
     for row in &rows {
         let name = &row["names"];
-        let case = cases.iter().find(|c| &file_name(&c.prediction_file) == name).unwrap();
+        let case = cases
+            .iter()
+            .find(|c| &file_name(&c.prediction_file) == name)
+            .unwrap();
         let scores = case.cells.unwrap();
         let counts = [
             ("true_num", scores.true_count),
@@ -264,7 +327,11 @@ fn check_cells(kind: &str) {
             ("F1", scores.f1),
         ];
         for (column, actual) in ratios {
-            assert_close(actual, parse_value(&row[column]), &format!("{name} {column}"));
+            assert_close(
+                actual,
+                parse_value(&row[column]),
+                &format!("{name} {column}"),
+            );
         }
     }
 }

@@ -140,10 +140,11 @@ impl std::ops::AddAssign for Counts {
     }
 }
 
-/// Counts the instances of one image or tile. TP is the size of a maximum matching among
-/// pairs with IoU at or above the threshold, which is what the script's
-/// `linear_sum_assignment` on its costs finds: its cost rewards each such pair by 1 and
-/// adds less than 1/2 in total for the IoUs.
+/// Counts the instances of one image or tile.
+///
+/// TP is the size of a maximum matching among pairs with IoU at or above the threshold.
+/// The script's `linear_sum_assignment` finds the same number, because its cost rewards
+/// each such pair by 1 and adds less than 1/2 in total for the IoUs.
 ///
 /// As the script's `eval_tp_fp_fn`, FP and FN are 0, not the instance counts, when there
 /// is no predicted instance.
@@ -164,7 +165,11 @@ fn match_instances(reference: &[i32], prediction: &[i32], threshold: f64) -> Cou
     }
     let (true_count, pred_count) = (size_ref.len(), size_pred.len());
     if pred_count == 0 {
-        return Counts { true_count, pred_count, ..Counts::default() };
+        return Counts {
+            true_count,
+            pred_count,
+            ..Counts::default()
+        };
     }
     let mut edges: HashMap<i32, Vec<i32>> = HashMap::new();
     for (&(r, p), &both) in &overlap {
@@ -174,7 +179,13 @@ fn match_instances(reference: &[i32], prediction: &[i32], threshold: f64) -> Cou
         }
     }
     let tp = maximum_matching(&edges);
-    Counts { true_count, pred_count, tp, fp: pred_count - tp, fn_: true_count - tp }
+    Counts {
+        true_count,
+        pred_count,
+        tp,
+        fp: pred_count - tp,
+        fn_: true_count - tp,
+    }
 }
 
 /// Returns the size of a maximum bipartite matching (augmenting paths, Kuhn's algorithm).
@@ -221,7 +232,7 @@ fn round_if(value: f64, round: bool) -> f64 {
     }
 }
 
-/// Scores one image: `reference` holds instance ids (0 background), `prediction` is a
+/// Scores one image: `reference` contains instance ids (0 background), `prediction` is a
 /// semantic map whose interior class gives the predicted cells. `shape` is (rows, cols).
 pub fn score_image(
     reference: &[i32],
@@ -242,13 +253,23 @@ pub fn score_image(
     } else {
         score_tiles(reference, &predicted, shape, options)
     };
-    let Counts { true_count, pred_count, tp, fp, fn_ } = counts;
+    let Counts {
+        true_count,
+        pred_count,
+        tp,
+        fp,
+        fn_,
+    } = counts;
     let (precision, recall, f1) = if tp == 0 {
         (0.0, 0.0, 0.0)
     } else {
         let precision = tp as f64 / pred_count as f64;
         let recall = tp as f64 / true_count as f64;
-        (precision, recall, 2.0 * (precision * recall) / (precision + recall))
+        (
+            precision,
+            recall,
+            2.0 * (precision * recall) / (precision + recall),
+        )
     };
     CellScores {
         true_count,

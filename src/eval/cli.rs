@@ -57,12 +57,15 @@ pub struct EvaluateArgs {
 /// Runs the evaluation and writes summary.json, summary.md and summary.csv.
 pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let labels = DatasetLabels::read(&args.dataset_json)?;
-    let plans_text = std::fs::read_to_string(&args.plans)
-        .map_err(|e| EvalError::Read { path: args.plans.clone(), message: e.to_string() })?;
+    let plans_text = std::fs::read_to_string(&args.plans).map_err(|e| EvalError::Read {
+        path: args.plans.clone(),
+        message: e.to_string(),
+    })?;
     serde_json::from_str::<serde_json::Value>(&plans_text).map_err(|e| EvalError::Read {
         path: args.plans.clone(),
         message: format!("not valid JSON ({e}); pass the plans.json of the trained model"),
     })?;
+
     let metrics = MetricSet::parse(&args.metrics)?;
     let tolerances = if metrics.nsd {
         let name = args
@@ -74,11 +77,15 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+
     let config = EvaluateConfig {
         labels,
         metrics,
         tolerances,
-        paper: PaperOptions { slice_range: args.slice_range, round: !args.no_round },
+        paper: PaperOptions {
+            slice_range: args.slice_range,
+            round: !args.no_round,
+        },
         cells: CellF1Options {
             count_border_cells: args.count_border_cells,
             round: !args.no_round,
@@ -87,8 +94,12 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         instance_dir: args.instance_dir.clone(),
         chill: args.chill,
     };
+
     let output = evaluate_folders(&args.reference_dir, &args.prediction_dir, &config)?;
-    let json_path = args.output.clone().unwrap_or_else(|| args.prediction_dir.join("summary.json"));
+    let json_path = args
+        .output
+        .clone()
+        .unwrap_or_else(|| args.prediction_dir.join("summary.json"));
     let markdown_path = json_path.with_extension("md");
     let csv_path = json_path.with_extension("csv");
     write_all_atomically(&[

@@ -53,9 +53,19 @@ impl ConfusionMetrics {
             (f64::NAN, f64::NAN)
         } else {
             let (tp_f, fp_f, fn_f) = (tp as f64, fp as f64, fn_ as f64);
-            (2.0 * tp_f / (2.0 * tp_f + fp_f + fn_f), tp_f / (tp_f + fp_f + fn_f))
+            (
+                2.0 * tp_f / (2.0 * tp_f + fp_f + fn_f),
+                tp_f / (tp_f + fp_f + fn_f),
+            )
         };
-        ConfusionMetrics { tp, fp, fn_, tn, dice, iou }
+        ConfusionMetrics {
+            tp,
+            fp,
+            fn_,
+            tn,
+            dice,
+            iou,
+        }
     }
 
     /// Returns the metrics under nnU-Net's names, in its order of insertion.
@@ -83,7 +93,11 @@ pub fn confusion_metrics(
     classes: &[LabelOrRegion],
     ignore_label: Option<i32>,
 ) -> BTreeMap<LabelOrRegion, ConfusionMetrics> {
-    assert_eq!(reference.len(), prediction.len(), "reference and prediction sizes differ");
+    assert_eq!(
+        reference.len(),
+        prediction.len(),
+        "reference and prediction sizes differ"
+    );
     let mut results = BTreeMap::new();
     for class in classes {
         let (mut tp, mut fp, mut fn_, mut tn) = (0u64, 0u64, 0u64, 0u64);
@@ -98,7 +112,10 @@ pub fn confusion_metrics(
                 (false, false) => tn += 1,
             }
         }
-        results.insert(class.clone(), ConfusionMetrics::from_counts(tp, fp, fn_, tn));
+        results.insert(
+            class.clone(),
+            ConfusionMetrics::from_counts(tp, fp, fn_, tn),
+        );
     }
     results
 }

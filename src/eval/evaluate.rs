@@ -32,7 +32,11 @@ impl MetricSet {
                 "dice" => set.dice = true,
                 "nsd" => set.nsd = true,
                 "f1" => set.f1 = true,
-                other => return Err(EvalError::UnknownMetric { name: other.to_string() }),
+                other => {
+                    return Err(EvalError::UnknownMetric {
+                        name: other.to_string(),
+                    })
+                }
             }
         }
         Ok(set)
@@ -74,7 +78,11 @@ pub struct EvaluationOutput {
     pub cases: Vec<CaseResult>,
 }
 
-fn check_shapes(case: &CasePair, reference: &LabelMap, prediction: &LabelMap) -> Result<(), EvalError> {
+fn check_shapes(
+    case: &CasePair,
+    reference: &LabelMap,
+    prediction: &LabelMap,
+) -> Result<(), EvalError> {
     if reference.shape != prediction.shape {
         return Err(EvalError::ShapeMismatch {
             reference: case.reference.clone(),
@@ -86,7 +94,11 @@ fn check_shapes(case: &CasePair, reference: &LabelMap, prediction: &LabelMap) ->
     Ok(())
 }
 
-fn evaluate_case(case: &CasePair, reference_dir: &Path, config: &EvaluateConfig) -> Result<CaseResult, EvalError> {
+fn evaluate_case(
+    case: &CasePair,
+    reference_dir: &Path,
+    config: &EvaluateConfig,
+) -> Result<CaseResult, EvalError> {
     let reference = read_label_map(&case.reference)?;
     let prediction = read_label_map(&case.prediction)?;
     check_shapes(case, &reference, &prediction)?;
@@ -99,22 +111,41 @@ fn evaluate_case(case: &CasePair, reference_dir: &Path, config: &EvaluateConfig)
         )
     });
     let paper = match (&config.tolerances, config.metrics.nsd) {
-        (Some((_, tolerances)), true) => {
-            Some(paper::score_case(&reference, &prediction, tolerances, &config.paper))
-        }
+        (Some((_, tolerances)), true) => Some(paper::score_case(
+            &reference,
+            &prediction,
+            tolerances,
+            &config.paper,
+        )),
         _ => None,
     };
     let cells = if config.metrics.f1 {
         let folder = config.instance_dir.as_deref().unwrap_or(reference_dir);
-        let stem = case.name.strip_suffix(&config.labels.file_ending).unwrap_or(&case.name);
-        let path = find_instance_file(folder, stem, &config.labels.file_ending).ok_or_else(|| {
-            EvalError::MissingReference { path: folder.join(format!("{stem}_label.tiff")), prediction: case.name.clone() }
-        })?;
+        let stem = case
+            .name
+            .strip_suffix(&config.labels.file_ending)
+            .unwrap_or(&case.name);
+        let path =
+            find_instance_file(folder, stem, &config.labels.file_ending).ok_or_else(|| {
+                EvalError::MissingReference {
+                    path: folder.join(format!("{stem}_label.tiff")),
+                    prediction: case.name.clone(),
+                }
+            })?;
         let instances = read_label_map(&path)?;
-        let instance_pair = CasePair { name: case.name.clone(), reference: path, prediction: case.prediction.clone() };
+        let instance_pair = CasePair {
+            name: case.name.clone(),
+            reference: path,
+            prediction: case.prediction.clone(),
+        };
         check_shapes(&instance_pair, &instances, &prediction)?;
         let shape = [instances.shape[0], instances.shape[1]];
-        Some(cell_f1::score_image(&instances.data, &prediction.data, shape, &config.cells))
+        Some(cell_f1::score_image(
+            &instances.data,
+            &prediction.data,
+            shape,
+            &config.cells,
+        ))
     } else {
         None
     };
@@ -143,13 +174,18 @@ fn pair_predictions_with_instances(
         .into_iter()
         .map(|name| {
             let stem = name.strip_suffix(file_ending).unwrap_or(&name);
-            let reference = find_instance_file(instance_dir, stem, file_ending).ok_or_else(|| {
-                EvalError::MissingReference {
-                    path: instance_dir.join(format!("{stem}_label.tiff")),
-                    prediction: name.clone(),
-                }
-            })?;
-            Ok(CasePair { prediction: prediction_dir.join(&name), reference, name })
+            let reference =
+                find_instance_file(instance_dir, stem, file_ending).ok_or_else(|| {
+                    EvalError::MissingReference {
+                        path: instance_dir.join(format!("{stem}_label.tiff")),
+                        prediction: name.clone(),
+                    }
+                })?;
+            Ok(CasePair {
+                prediction: prediction_dir.join(&name),
+                reference,
+                name,
+            })
         })
         .collect()
 }
@@ -161,7 +197,12 @@ pub fn evaluate_folders(
     config: &EvaluateConfig,
 ) -> Result<EvaluationOutput, EvalError> {
     let pairs = if config.metrics.dice || config.metrics.nsd {
-        pair_cases(reference_dir, prediction_dir, &config.labels.file_ending, config.chill)?
+        pair_cases(
+            reference_dir,
+            prediction_dir,
+            &config.labels.file_ending,
+            config.chill,
+        )?
     } else {
         // F1 alone needs only the instance references, which are named differently.
         let instance_dir = config.instance_dir.as_deref().unwrap_or(reference_dir);
@@ -186,7 +227,12 @@ pub fn evaluate_folders(
         _ => None,
     };
     let cell_threshold = config.metrics.f1.then_some(config.cells.iou_threshold);
-    let summary = build_summary(&cases, &config.labels.classes, paper_settings.as_ref(), cell_threshold);
+    let summary = build_summary(
+        &cases,
+        &config.labels.classes,
+        paper_settings.as_ref(),
+        cell_threshold,
+    );
     let table = class_table(
         &cases,
         &config.labels.classes,
@@ -206,19 +252,27 @@ pub fn evaluate_folders(
 pub fn write_all_atomically(files: &[(PathBuf, &str)]) -> Result<(), EvalError> {
     let mut temporaries = Vec::new();
     for (path, contents) in files {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let temporary = path.with_file_name(format!(".{name}.tmp"));
         if let Err(e) = std::fs::write(&temporary, contents) {
             for (t, _) in &temporaries {
                 let _ = std::fs::remove_file(t);
             }
-            return Err(EvalError::Write { path: path.clone(), message: e.to_string() });
+            return Err(EvalError::Write {
+                path: path.clone(),
+                message: e.to_string(),
+            });
         }
         temporaries.push((temporary, path.clone()));
     }
     for (temporary, path) in &temporaries {
-        std::fs::rename(temporary, path)
-            .map_err(|e| EvalError::Write { path: path.clone(), message: e.to_string() })?;
+        std::fs::rename(temporary, path).map_err(|e| EvalError::Write {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     }
     Ok(())
 }

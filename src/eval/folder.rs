@@ -29,8 +29,10 @@ impl DatasetLabels {
             path: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| EvalError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| EvalError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let json: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let file_ending = json
             .get("file_ending")
@@ -40,16 +42,22 @@ impl DatasetLabels {
         let labels = json
             .get("labels")
             .and_then(Value::as_object)
-            .ok_or_else(|| invalid("missing object entry `labels`, e.g. {\"background\": 0}".into()))?;
+            .ok_or_else(|| {
+                invalid("missing object entry `labels`, e.g. {\"background\": 0}".into())
+            })?;
         let parse_ids = |name: &str, value: &Value| -> Result<Vec<i32>, EvalError> {
             let as_id = |v: &Value| v.as_i64().map(|x| x as i32);
             match value {
                 Value::Array(items) => items.iter().map(as_id).collect::<Option<Vec<_>>>(),
                 other => as_id(other).map(|x| vec![x]),
             }
-            .ok_or_else(|| invalid(format!("label {name:?} is {value}; use an integer or a list")))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "label {name:?} is {value}; use an integer or a list"
+                ))
+            })
         };
-                let mut ignore_label = None;
+        let mut ignore_label = None;
         let mut classes = Vec::new();
         let mut names = Vec::new();
         // serde_json keeps object order only with `preserve_order`; sort by id so the
@@ -74,7 +82,12 @@ impl DatasetLabels {
             }
             names.push(name);
         }
-        Ok(DatasetLabels { classes, names, ignore_label, file_ending })
+        Ok(DatasetLabels {
+            classes,
+            names,
+            ignore_label,
+            file_ending,
+        })
     }
 }
 
@@ -88,8 +101,10 @@ pub struct CasePair {
 
 /// Lists the names of the files in `folder` ending in `file_ending`, sorted.
 pub fn list_files(folder: &Path, file_ending: &str) -> Result<Vec<String>, EvalError> {
-    let entries = std::fs::read_dir(folder)
-        .map_err(|e| EvalError::Read { path: folder.to_path_buf(), message: e.to_string() })?;
+    let entries = std::fs::read_dir(folder).map_err(|e| EvalError::Read {
+        path: folder.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
         .filter(|e| e.path().is_file())
@@ -135,10 +150,17 @@ pub fn pair_cases(
         .map(|name| {
             let reference = reference_dir.join(&name);
             if !reference.is_file() {
-                return Err(EvalError::MissingReference { path: reference, prediction: name });
+                return Err(EvalError::MissingReference {
+                    path: reference,
+                    prediction: name,
+                });
             }
             let prediction = prediction_dir.join(&name);
-            Ok(CasePair { name, reference, prediction })
+            Ok(CasePair {
+                name,
+                reference,
+                prediction,
+            })
         })
         .collect()
 }

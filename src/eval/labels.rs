@@ -50,23 +50,36 @@ pub fn read_label_map(path: &Path) -> Result<LabelMap, EvalError> {
     } else if name.ends_with(".png") || name.ends_with(".bmp") {
         read_image(path)
     } else {
-        Err(EvalError::UnsupportedFormat { path: path.to_path_buf() })
+        Err(EvalError::UnsupportedFormat {
+            path: path.to_path_buf(),
+        })
     }
 }
 
 fn read_error(path: &Path, message: impl ToString) -> EvalError {
-    EvalError::Read { path: path.to_path_buf(), message: message.to_string() }
+    EvalError::Read {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
 }
 
 fn read_nifti(path: &Path) -> Result<LabelMap, EvalError> {
     use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 
-    let object = ReaderOptions::new().read_file(path).map_err(|e| read_error(path, e))?;
+    let object = ReaderOptions::new()
+        .read_file(path)
+        .map_err(|e| read_error(path, e))?;
     let header = object.header().clone();
-    let array = object.into_volume().into_ndarray::<f64>().map_err(|e| read_error(path, e))?;
+    let array = object
+        .into_volume()
+        .into_ndarray::<f64>()
+        .map_err(|e| read_error(path, e))?;
     let dims = array.shape().to_vec();
     if dims.is_empty() || dims.len() > 3 {
-        return Err(read_error(path, format!("expected a 2D or 3D volume, found shape {dims:?}")));
+        return Err(read_error(
+            path,
+            format!("expected a 2D or 3D volume, found shape {dims:?}"),
+        ));
     }
     let mut shape = [1usize; 3];
     let mut spacing = [1.0f64; 3];
@@ -76,20 +89,28 @@ fn read_nifti(path: &Path) -> Result<LabelMap, EvalError> {
     }
     // `iter()` walks the array in logical C order whatever its memory layout.
     let data = array.iter().map(|&v| v as i32).collect();
-    Ok(LabelMap { shape, spacing, data })
+    Ok(LabelMap {
+        shape,
+        spacing,
+        data,
+    })
 }
 
 fn read_image(path: &Path) -> Result<LabelMap, EvalError> {
     let decoded = image::open(path).map_err(|e| read_error(path, e))?;
     let (width, height) = (decoded.width() as usize, decoded.height() as usize);
     let data: Vec<i32> = match decoded {
-        image::DynamicImage::ImageLuma8(buffer) => buffer.into_raw().into_iter().map(i32::from).collect(),
+        image::DynamicImage::ImageLuma8(buffer) => {
+            buffer.into_raw().into_iter().map(i32::from).collect()
+        }
         image::DynamicImage::ImageLuma16(buffer) => {
             buffer.into_raw().into_iter().map(i32::from).collect()
         }
-        image::DynamicImage::ImageRgb8(buffer) => {
-            buffer.into_raw().chunks_exact(3).map(|p| i32::from(p[0])).collect()
-        }
+        image::DynamicImage::ImageRgb8(buffer) => buffer
+            .into_raw()
+            .chunks_exact(3)
+            .map(|p| i32::from(p[0]))
+            .collect(),
         other => {
             return Err(read_error(
                 path,
@@ -100,14 +121,19 @@ fn read_image(path: &Path) -> Result<LabelMap, EvalError> {
             ))
         }
     };
-    Ok(LabelMap { shape: [height, width, 1], spacing: [1.0; 3], data })
+    Ok(LabelMap {
+        shape: [height, width, 1],
+        spacing: [1.0; 3],
+        data,
+    })
 }
 
 fn read_tiff(path: &Path) -> Result<LabelMap, EvalError> {
     use tiff::decoder::{Decoder, DecodingResult};
 
     let file = std::fs::File::open(path).map_err(|e| read_error(path, e))?;
-    let mut decoder = Decoder::new(std::io::BufReader::new(file)).map_err(|e| read_error(path, e))?;
+    let mut decoder =
+        Decoder::new(std::io::BufReader::new(file)).map_err(|e| read_error(path, e))?;
     let (width, height) = decoder.dimensions().map_err(|e| read_error(path, e))?;
     let (width, height) = (width as usize, height as usize);
     let data: Vec<i32> = match decoder.read_image().map_err(|e| read_error(path, e))? {
@@ -119,13 +145,25 @@ fn read_tiff(path: &Path) -> Result<LabelMap, EvalError> {
         DecodingResult::U32(v) => v.into_iter().map(|x| x as i32).collect(),
         DecodingResult::F32(v) => v.into_iter().map(|x| x as i32).collect(),
         DecodingResult::F64(v) => v.into_iter().map(|x| x as i32).collect(),
-        _ => return Err(read_error(path, "unsupported TIFF sample type for a label map")),
+        _ => {
+            return Err(read_error(
+                path,
+                "unsupported TIFF sample type for a label map",
+            ))
+        }
     };
     if data.len() != width * height {
         return Err(read_error(
             path,
-            format!("expected one channel of {width}x{height}, found {} samples", data.len()),
+            format!(
+                "expected one channel of {width}x{height}, found {} samples",
+                data.len()
+            ),
         ));
     }
-    Ok(LabelMap { shape: [height, width, 1], spacing: [1.0; 3], data })
+    Ok(LabelMap {
+        shape: [height, width, 1],
+        spacing: [1.0; 3],
+        data,
+    })
 }

@@ -44,12 +44,19 @@ pub enum EvalError {
         prediction_shape: [usize; 3],
     },
     #[error("no prediction ending in {file_ending:?} found in {folder}; check PRED_DIR and file_ending in dataset.json")]
-    NoCases { folder: PathBuf, file_ending: String },
+    NoCases {
+        folder: PathBuf,
+        file_ending: String,
+    },
     #[error(
         "{count} reference case(s) have no prediction in {folder}, first {first}; predict \
          them or pass --chill to score only the predictions present"
     )]
-    MissingPredictions { folder: PathBuf, count: usize, first: String },
+    MissingPredictions {
+        folder: PathBuf,
+        count: usize,
+        first: String,
+    },
     #[error("reference {path} for prediction {prediction} not found; name both files alike")]
     MissingReference { path: PathBuf, prediction: String },
     #[error("unknown metric {name:?} in --metrics; use a comma-separated list of dice, nsd, f1")]

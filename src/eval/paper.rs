@@ -1,6 +1,7 @@
-//! The paper's DSC and NSD, as the official Swin-UMamba evaluation scripts compute them
-//! (`evaluation/abdomen_{DSC,NSD}_Eval.py` and `evaluation/endoscopy_{DSC,NSD}_Eval.py`
-//! at commit 2c1f72e of github.com/JiarunLiu/Swin-UMamba).
+//! The DSC and NSD of the Swin-UMamba paper (arXiv 2402.03302), as its official evaluation
+//! scripts compute them
+//! (`evaluation/abdomen_{DSC,NSD}_Eval.py` and `evaluation/endoscopy_{DSC,NSD}_Eval.py` at
+//! commit 2c1f72e of github.com/JiarunLiu/Swin-UMamba).
 //!
 //! Two protocols exist, chosen by the tolerance file:
 //! - `volume` (abdomen): a fixed list of labels, each with its own tolerance in mm and the
@@ -30,7 +31,7 @@ pub const ENDOSCOPY_TOLERANCES: &str = include_str!("tolerances/endoscopy.yaml")
 /// Decimals the official scripts round each reported value to, with numpy's rounding.
 pub const OFFICIAL_ROUND_DECIMALS: i32 = 4;
 
-/// Which protocol of the official scripts to follow.
+/// Protocol of the official scripts: which labels are scored and how images are averaged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -78,24 +79,30 @@ pub struct ToleranceConfig {
 impl ToleranceConfig {
     /// Parses and checks a tolerance file's text; `source` names it in errors.
     pub fn from_yaml(text: &str, source: &Path) -> Result<Self, EvalError> {
-        let config: ToleranceConfig = serde_yaml_ng::from_str(text).map_err(|e| {
-            EvalError::InvalidTolerances { path: source.to_path_buf(), message: e.to_string() }
-        })?;
+        let config: ToleranceConfig =
+            serde_yaml_ng::from_str(text).map_err(|e| EvalError::InvalidTolerances {
+                path: source.to_path_buf(),
+                message: e.to_string(),
+            })?;
         let invalid = |message: String| EvalError::InvalidTolerances {
             path: source.to_path_buf(),
             message,
         };
         match config.protocol {
             Protocol::Volume if config.labels.is_empty() => {
-                return Err(invalid("protocol `volume` needs a non-empty `labels` list".into()))
+                return Err(invalid(
+                    "protocol `volume` needs a non-empty `labels` list".into(),
+                ))
             }
             Protocol::Image if config.tolerance.is_none() => {
-                return Err(invalid("protocol `image` needs `tolerance` (in pixels)".into()))
+                return Err(invalid(
+                    "protocol `image` needs `tolerance` (in pixels)".into(),
+                ))
             }
             _ => {}
         }
         for entry in &config.labels {
-            if !(entry.tolerance >= 0.0) {
+            if entry.tolerance.is_nan() || entry.tolerance < 0.0 {
                 return Err(invalid(format!(
                     "label {} has tolerance {}; use a non-negative number",
                     entry.label, entry.tolerance
@@ -124,7 +131,7 @@ impl ToleranceConfig {
     }
 }
 
-/// Which slices along the third axis score a label marked `reference_slice_range`.
+/// Slices along the third axis that score a label marked `reference_slice_range`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SliceRange {
     /// The official scripts' `[z_min, z_max)` of the reference: the last labelled slice and
@@ -136,7 +143,7 @@ pub enum SliceRange {
     All,
 }
 
-/// Options of the paper metrics beyond the tolerance file.
+/// Options of the paper's DSC and NSD beyond the tolerance file.
 #[derive(Debug, Clone, Copy)]
 pub struct PaperOptions {
     pub slice_range: SliceRange,
@@ -146,7 +153,10 @@ pub struct PaperOptions {
 
 impl Default for PaperOptions {
     fn default() -> Self {
-        PaperOptions { slice_range: SliceRange::Official, round: true }
+        PaperOptions {
+            slice_range: SliceRange::Official,
+            round: true,
+        }
     }
 }
 
@@ -157,7 +167,7 @@ pub struct PaperScore {
     pub nsd: f64,
 }
 
-/// The paper metrics of one case: per label, and the image means of the image protocol.
+/// DSC and NSD of one case: per label, and the image means of the image protocol.
 #[derive(Debug, Clone, Default)]
 pub struct PaperCase {
     pub per_label: BTreeMap<i32, PaperScore>,
@@ -184,7 +194,7 @@ fn as_u8(values: &[i32]) -> Vec<u8> {
     values.iter().map(|&v| v as u8).collect()
 }
 
-/// Scores one case with the paper's protocol.
+/// Scores one case with the protocol of `config`.
 pub fn score_case(
     reference: &LabelMap,
     prediction: &LabelMap,
@@ -236,7 +246,10 @@ fn score_volume(
                 nsd: surface_dice_at_tolerance(&distances, entry.tolerance),
             }
         };
-        let rounded = PaperScore { dsc: maybe_round(score.dsc, options), nsd: maybe_round(score.nsd, options) };
+        let rounded = PaperScore {
+            dsc: maybe_round(score.dsc, options),
+            nsd: maybe_round(score.nsd, options),
+        };
         case.per_label.insert(entry.label, rounded);
     }
     case
@@ -297,7 +310,12 @@ fn score_image(
             present[v as usize] = true;
         }
         // `np.unique(x)[1:]`: every value except the smallest, whichever it is.
-        labels.extend((0..256usize).filter(|&v| present[v]).skip(1).map(|v| v as u8));
+        labels.extend(
+            (0..256usize)
+                .filter(|&v| present[v])
+                .skip(1)
+                .map(|v| v as u8),
+        );
     }
     labels.sort_unstable();
     labels.dedup();
@@ -317,12 +335,14 @@ fn score_image(
         };
         case.per_label.insert(i32::from(label), score);
     }
-    // NOTE: with no label in either mask the official scripts stop on an assertion; here
-    // the image scores NaN and is left out of the means.
+    // NOTE: the official scripts stop on an assertion when neither mask has a label. Here
+    // the image scores NaN instead, and the means leave it out.
     let count = case.per_label.len() as f64;
     let dsc = case.per_label.values().map(|s| s.dsc).sum::<f64>() / count;
     let nsd = case.per_label.values().map(|s| s.nsd).sum::<f64>() / count;
-    case.image_mean =
-        Some(PaperScore { dsc: maybe_round(dsc, options), nsd: maybe_round(nsd, options) });
+    case.image_mean = Some(PaperScore {
+        dsc: maybe_round(dsc, options),
+        nsd: maybe_round(nsd, options),
+    });
     case
 }

@@ -70,7 +70,12 @@ impl Json {
 }
 
 fn object<const N: usize>(entries: [(&str, Json); N]) -> Json {
-    Json::Object(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Json::Object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 /// Mean over the values that are not NaN; NaN when none is (`np.nanmean`).
@@ -112,7 +117,9 @@ pub fn confusion_means(cases: &[CaseResult], classes: &[LabelOrRegion]) -> Confu
             .iter()
             .filter_map(|c| c.confusion.as_ref().map(|m| m[class].named_values()))
             .collect();
-        let names = ConfusionMetrics::from_counts(0, 0, 0, 0).named_values().map(|(n, _)| n);
+        let names = ConfusionMetrics::from_counts(0, 0, 0, 0)
+            .named_values()
+            .map(|(n, _)| n);
         let values = names
             .iter()
             .enumerate()
@@ -120,16 +127,24 @@ pub fn confusion_means(cases: &[CaseResult], classes: &[LabelOrRegion]) -> Confu
             .collect::<Vec<_>>();
         mean.insert(class.clone(), values);
     }
-    let names = ConfusionMetrics::from_counts(0, 0, 0, 0).named_values().map(|(n, _)| n);
+    let names = ConfusionMetrics::from_counts(0, 0, 0, 0)
+        .named_values()
+        .map(|(n, _)| n);
     let foreground_mean = names
         .iter()
         .enumerate()
         .map(|(i, &name)| {
             let class_means: Vec<f64> = mean.values().map(|v: &Vec<(&str, f64)>| v[i].1).collect();
-            (name, class_means.iter().sum::<f64>() / class_means.len() as f64)
+            (
+                name,
+                class_means.iter().sum::<f64>() / class_means.len() as f64,
+            )
         })
         .collect();
-    ConfusionMeans { mean, foreground_mean }
+    ConfusionMeans {
+        mean,
+        foreground_mean,
+    }
 }
 
 /// Means of the paper metrics: per label over cases, and the overall figure the official
@@ -147,24 +162,40 @@ pub struct PaperMeans {
 /// image scores; pandas skips NaN in both.
 pub fn paper_means(cases: &[CaseResult], protocol: Protocol) -> PaperMeans {
     let papers: Vec<&PaperCase> = cases.iter().filter_map(|c| c.paper.as_ref()).collect();
-    let mut labels: Vec<i32> = papers.iter().flat_map(|p| p.per_label.keys().copied()).collect();
+    let mut labels: Vec<i32> = papers
+        .iter()
+        .flat_map(|p| p.per_label.keys().copied())
+        .collect();
     labels.sort_unstable();
     labels.dedup();
     let label_mean = |label: i32, nsd: bool| {
-        nan_mean(papers.iter().filter_map(|p| p.per_label.get(&label)).map(|s| if nsd { s.nsd } else { s.dsc }))
+        nan_mean(
+            papers
+                .iter()
+                .filter_map(|p| p.per_label.get(&label))
+                .map(|s| if nsd { s.nsd } else { s.dsc }),
+        )
     };
-    let per_label_dsc: BTreeMap<i32, f64> = labels.iter().map(|&l| (l, label_mean(l, false))).collect();
-    let per_label_nsd: BTreeMap<i32, f64> = labels.iter().map(|&l| (l, label_mean(l, true))).collect();
+    let per_label_dsc: BTreeMap<i32, f64> =
+        labels.iter().map(|&l| (l, label_mean(l, false))).collect();
+    let per_label_nsd: BTreeMap<i32, f64> =
+        labels.iter().map(|&l| (l, label_mean(l, true))).collect();
     let (overall_dsc, overall_nsd) = match protocol {
-        Protocol::Volume => {
-            (nan_mean(per_label_dsc.values().copied()), nan_mean(per_label_nsd.values().copied()))
-        }
+        Protocol::Volume => (
+            nan_mean(per_label_dsc.values().copied()),
+            nan_mean(per_label_nsd.values().copied()),
+        ),
         Protocol::Image => (
             nan_mean(papers.iter().filter_map(|p| p.image_mean).map(|s| s.dsc)),
             nan_mean(papers.iter().filter_map(|p| p.image_mean).map(|s| s.nsd)),
         ),
     };
-    PaperMeans { per_label_dsc, per_label_nsd, overall_dsc, overall_nsd }
+    PaperMeans {
+        per_label_dsc,
+        per_label_nsd,
+        overall_dsc,
+        overall_nsd,
+    }
 }
 
 /// Means of the cell scores over images, and the median F1 the challenge script prints.
@@ -197,13 +228,22 @@ pub fn cell_means(cases: &[CaseResult]) -> CellMeans {
 }
 
 fn label_map(values: &BTreeMap<i32, f64>) -> Json {
-    Json::Object(values.iter().map(|(l, v)| (l.to_string(), Json::Float(*v))).collect())
+    Json::Object(
+        values
+            .iter()
+            .map(|(l, v)| (l.to_string(), Json::Float(*v)))
+            .collect(),
+    )
 }
 
 fn confusion_json(metrics: &ConfusionMetrics) -> Json {
     let mut map = BTreeMap::new();
     for (name, value) in metrics.named_values() {
-        let json = if name == "Dice" || name == "IoU" { Json::Float(value) } else { Json::Int(value as i64) };
+        let json = if name == "Dice" || name == "IoU" {
+            Json::Float(value)
+        } else {
+            Json::Int(value as i64)
+        };
         map.insert(name.to_string(), json);
     }
     Json::Object(map)
@@ -229,10 +269,18 @@ pub fn build_summary(
     let mut per_case = Vec::new();
     for case in cases {
         let mut entry = BTreeMap::new();
-        entry.insert("reference_file".into(), Json::Str(case.reference_file.clone()));
-        entry.insert("prediction_file".into(), Json::Str(case.prediction_file.clone()));
+        entry.insert(
+            "reference_file".into(),
+            Json::Str(case.reference_file.clone()),
+        );
+        entry.insert(
+            "prediction_file".into(),
+            Json::Str(case.prediction_file.clone()),
+        );
         let metrics = case.confusion.as_ref().map_or_else(BTreeMap::new, |m| {
-            m.iter().map(|(class, values)| (class.key(), confusion_json(values))).collect()
+            m.iter()
+                .map(|(class, values)| (class.key(), confusion_json(values)))
+                .collect()
         });
         entry.insert("metrics".into(), Json::Object(metrics));
         per_case.push(Json::Object(entry));
@@ -244,13 +292,19 @@ pub fn build_summary(
             .mean
             .iter()
             .map(|(class, values)| {
-                let inner = values.iter().map(|(n, v)| (n.to_string(), Json::Float(*v))).collect();
+                let inner = values
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), Json::Float(*v)))
+                    .collect();
                 (class.key(), Json::Object(inner))
             })
             .collect();
         root.insert("mean".into(), Json::Object(mean));
-        let foreground =
-            means.foreground_mean.iter().map(|(n, v)| (n.to_string(), Json::Float(*v))).collect();
+        let foreground = means
+            .foreground_mean
+            .iter()
+            .map(|(n, v)| (n.to_string(), Json::Float(*v)))
+            .collect();
         root.insert("foreground_mean".into(), Json::Object(foreground));
     }
     if let Some(settings) = paper {
@@ -271,8 +325,14 @@ fn paper_json(cases: &[CaseResult], settings: &PaperSettings) -> Json {
             let dsc = paper.per_label.iter().map(|(l, s)| (*l, s.dsc)).collect();
             let nsd = paper.per_label.iter().map(|(l, s)| (*l, s.nsd)).collect();
             let mut entry = BTreeMap::new();
-            entry.insert("reference_file".into(), Json::Str(case.reference_file.clone()));
-            entry.insert("prediction_file".into(), Json::Str(case.prediction_file.clone()));
+            entry.insert(
+                "reference_file".into(),
+                Json::Str(case.reference_file.clone()),
+            );
+            entry.insert(
+                "prediction_file".into(),
+                Json::Str(case.prediction_file.clone()),
+            );
             entry.insert("DSC".into(), label_map(&dsc));
             entry.insert("NSD".into(), label_map(&nsd));
             if let Some(image) = paper.image_mean {
@@ -292,8 +352,20 @@ fn paper_json(cases: &[CaseResult], settings: &PaperSettings) -> Json {
         ("slice_range", Json::Str(settings.slice_range.clone())),
         ("rounded", Json::Int(i64::from(settings.rounded))),
         ("per_case", Json::Array(per_case)),
-        ("mean", object([("DSC", label_map(&means.per_label_dsc)), ("NSD", label_map(&means.per_label_nsd))])),
-        ("overall", object([("DSC", Json::Float(means.overall_dsc)), ("NSD", Json::Float(means.overall_nsd))])),
+        (
+            "mean",
+            object([
+                ("DSC", label_map(&means.per_label_dsc)),
+                ("NSD", label_map(&means.per_label_nsd)),
+            ]),
+        ),
+        (
+            "overall",
+            object([
+                ("DSC", Json::Float(means.overall_dsc)),
+                ("NSD", Json::Float(means.overall_nsd)),
+            ]),
+        ),
     ])
 }
 

@@ -37,8 +37,11 @@ fn surfel_areas(spacing: [f64; 3]) -> [f64; 256] {
     areas
 }
 
-/// An axis-aligned box `[min, max]` (inclusive) of voxel indices.
-fn bounding_box(mask: impl Fn(usize) -> bool, shape: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
+/// Returns the inclusive voxel-index box `[min, max]` of the mask, or None when it is empty.
+fn bounding_box(
+    mask: impl Fn(usize) -> bool,
+    shape: [usize; 3],
+) -> Option<([usize; 3], [usize; 3])> {
     let mut lo = shape;
     let mut hi = [0usize; 3];
     let mut any = false;
@@ -64,14 +67,13 @@ fn bounding_box(mask: impl Fn(usize) -> bool, shape: [usize; 3]) -> Option<([usi
 /// Corner (p, q, r) covers voxels p-1..=p, q-1..=q, r-1..=r of the crop; the voxel at
 /// offset (a, b, c) contributes bit 7 - (4a + 2b + c), the 2x2x2 kernel
 /// [[[128, 64], [32, 16]], [[8, 4], [2, 1]]] correlated with the mask.
-fn neighbour_codes(
-    mask: &[bool],
-    shape: [usize; 3],
-    lo: [usize; 3],
-    grid: [usize; 3],
-) -> Vec<u8> {
+fn neighbour_codes(mask: &[bool], shape: [usize; 3], lo: [usize; 3], grid: [usize; 3]) -> Vec<u8> {
     let voxel = |x: isize, y: isize, z: isize| -> bool {
-        let extent = [grid[0] as isize - 1, grid[1] as isize - 1, grid[2] as isize - 1];
+        let extent = [
+            grid[0] as isize - 1,
+            grid[1] as isize - 1,
+            grid[2] as isize - 1,
+        ];
         if x < 0 || y < 0 || z < 0 || x >= extent[0] || y >= extent[1] || z >= extent[2] {
             return false;
         }
@@ -86,7 +88,8 @@ fn neighbour_codes(
                 for a in 0..2isize {
                     for b in 0..2isize {
                         for c in 0..2isize {
-                            let (x, y, z) = (p as isize - 1 + a, q as isize - 1 + b, r as isize - 1 + c);
+                            let (x, y, z) =
+                                (p as isize - 1 + a, q as isize - 1 + b, r as isize - 1 + c);
                             if voxel(x, y, z) {
                                 code |= 1 << (7 - (4 * a + 2 * b + c));
                             }
@@ -105,10 +108,10 @@ const NO_FEATURE: [i32; 3] = [i32::MIN, i32::MIN, i32::MIN];
 /// Computes, for every grid point, the Euclidean distance to the nearest `true` point of
 /// `sites`, with `spacing` per axis; infinity when there are no sites.
 ///
-/// The nearest site is found by separable lower envelopes of parabolas (Felzenszwalb and
-/// Huttenlocher, 2012); the distance is then recomputed from the integer offset as
-/// `sqrt((dx*sx)^2 + (dy*sy)^2 + (dz*sz)^2)`, the expression `scipy.ndimage`'s
-/// `distance_transform_edt` evaluates, so that distances equal to a tolerance compare alike.
+/// The nearest site comes from separable lower envelopes of parabolas (Felzenszwalb and
+/// Huttenlocher, 2012). The distance is then recomputed from the integer offset as
+/// `sqrt((dx*sx)^2 + (dy*sy)^2 + (dz*sz)^2)`, the expression that `scipy.ndimage`'s
+/// `distance_transform_edt` evaluates, so distances equal to a tolerance compare alike.
 pub fn euclidean_distance_map(sites: &[bool], grid: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
     let total = grid[0] * grid[1] * grid[2];
     if !sites.iter().any(|&s| s) {
@@ -157,7 +160,8 @@ pub fn euclidean_distance_map(sites: &[bool], grid: [usize; 3], spacing: [f64; 3
             i64::from(nearest[2]) - z,
         ];
         let scaled: Vec<f64> = (0..3).map(|a| offsets[a] as f64 * spacing[a]).collect();
-        distances[index] = (scaled[0] * scaled[0] + scaled[1] * scaled[1] + scaled[2] * scaled[2]).sqrt();
+        distances[index] =
+            (scaled[0] * scaled[0] + scaled[1] * scaled[1] + scaled[2] * scaled[2]).sqrt();
     }
     distances
 }
@@ -170,7 +174,10 @@ struct LowerEnvelope {
 
 impl LowerEnvelope {
     fn new(n: usize) -> Self {
-        LowerEnvelope { vertices: vec![0; n], boundaries: vec![0.0; n + 1] }
+        LowerEnvelope {
+            vertices: vec![0; n],
+            boundaries: vec![0.0; n + 1],
+        }
     }
 
     /// Computes min_j f[j] + ((k - j) * step)^2 for every k and calls `emit(k, j, value)`
@@ -264,11 +271,18 @@ pub fn surface_distances(
 pub fn surface_dice_at_tolerance(distances: &SurfaceDistances, tolerance: f64) -> f64 {
     let within = |d: &[f64], a: &[f64]| -> f64 {
         // A fold from +0.0: `Sum` of an empty f64 iterator gives -0.0.
-        d.iter().zip(a).filter(|(&d, _)| d <= tolerance).fold(0.0, |sum, (_, &a)| sum + a)
+        d.iter()
+            .zip(a)
+            .filter(|(&d, _)| d <= tolerance)
+            .fold(0.0, |sum, (_, &a)| sum + a)
     };
     let overlap_gt = within(&distances.distances_gt_to_pred, &distances.areas_gt);
     let overlap_pred = within(&distances.distances_pred_to_gt, &distances.areas_pred);
-    let total = distances.areas_gt.iter().chain(&distances.areas_pred).fold(0.0, |s, a| s + a);
+    let total = distances
+        .areas_gt
+        .iter()
+        .chain(&distances.areas_pred)
+        .fold(0.0, |s, a| s + a);
     (overlap_gt + overlap_pred) / total
 }
 

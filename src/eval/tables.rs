@@ -1,8 +1,8 @@
 //! Markdown and CSV tables of an evaluation: one row per class and a mean row.
 
 use super::dice::LabelOrRegion;
-use super::summary::{cell_means, confusion_means, paper_means, CaseResult};
 use super::paper::Protocol;
+use super::summary::{cell_means, confusion_means, paper_means, CaseResult};
 
 /// A table with a header row, as plain strings.
 pub struct Table {
@@ -54,8 +54,12 @@ pub fn class_table(
                 LabelOrRegion::Label(l) => Some(*l),
                 LabelOrRegion::Region(_) => None,
             };
-            row.push(format_value(label.and_then(|l| paper.per_label_dsc.get(&l).copied())));
-            row.push(format_value(label.and_then(|l| paper.per_label_nsd.get(&l).copied())));
+            row.push(format_value(
+                label.and_then(|l| paper.per_label_dsc.get(&l).copied()),
+            ));
+            row.push(format_value(
+                label.and_then(|l| paper.per_label_nsd.get(&l).copied()),
+            ));
         }
         if has_cells {
             row.push(String::new());
