@@ -6,5 +6,6 @@
 //! drives the whole chain over experiment grids.
 
 pub mod eval;
+pub mod infer;
 pub mod info;
 pub mod scan;

@@ -1,0 +1,146 @@
+//! Sliding-window inference against nnU-Net v2.8.1's own functions: tile steps, the
+//! Gaussian importance map and whole predictions of a small convolutional network.
+//! tests/data/infer/generate.py produced the expected values.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use swin_umamba::infer::gaussian::importance_map;
+use swin_umamba::infer::sliding::{predict_sliding_window, SlidingWindowOptions};
+use swin_umamba::infer::steps::compute_steps;
+use swin_umamba::infer::{official, InferError};
+use tch::{Device, Kind, Tensor};
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/infer")
+}
+
+fn expected() -> serde_json::Value {
+    let text = std::fs::read_to_string(data_dir().join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn tensors() -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(data_dir().join("sliding.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn as_i64s(value: &serde_json::Value) -> Vec<i64> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+fn max_abs_difference(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+}
+
+#[test]
+fn steps_match_nnunet() {
+    for case in expected()["steps"].as_array().unwrap() {
+        let image = as_i64s(&case["image"]);
+        let tile = as_i64s(&case["tile"]);
+        let step = case["step"].as_f64().unwrap();
+        let actual = compute_steps(&image, &tile, step).unwrap();
+        let wanted: Vec<Vec<i64>> = case["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(as_i64s)
+            .collect();
+        assert_eq!(actual, wanted, "image {image:?} tile {tile:?} step {step}");
+    }
+}
+
+#[test]
+fn steps_reject_invalid_input() {
+    assert!(matches!(
+        compute_steps(&[64], &[64], 0.0),
+        Err(InferError::InvalidStepSize { .. })
+    ));
+    assert!(matches!(
+        compute_steps(&[32], &[64], 0.5),
+        Err(InferError::InvalidShape { .. })
+    ));
+}
+
+#[test]
+fn gaussian_matches_nnunet() {
+    let stored = tensors();
+    for tile in expected()["gaussian_tiles"].as_array().unwrap() {
+        let tile = as_i64s(tile);
+        for (name, kind) in [("half", Kind::Half), ("float", Kind::Float)] {
+            let wanted = &stored[&format!("gaussian_{}x{}_{name}", tile[0], tile[1])];
+            let actual = importance_map(
+                [tile[0], tile[1]],
+                official::GAUSSIAN_SIGMA_SCALE,
+                official::GAUSSIAN_VALUE_SCALING,
+                kind,
+                Device::Cpu,
+            );
+            let difference = max_abs_difference(&actual, wanted);
+            println!("gaussian {tile:?} {name}: max |diff| {difference:e}");
+            assert_eq!(actual.kind(), kind);
+            assert!(difference <= 1e-6, "gaussian {tile:?} {name}");
+        }
+    }
+}
+
+#[test]
+fn sliding_window_matches_nnunet() {
+    let stored = tensors();
+    let (w0, b0) = (&stored["net.0.weight"], &stored["net.0.bias"]);
+    let (w2, b2) = (&stored["net.2.weight"], &stored["net.2.bias"]);
+    let network = |x: &Tensor| -> Result<Tensor, tch::TchError> {
+        let hidden = x
+            .f_conv2d(w0, Some(b0), [1, 1], [1, 1], [1, 1], 1)?
+            .f_relu()?;
+        hidden.f_conv2d(w2, Some(b2), [1, 1], [1, 1], [1, 1], 1)
+    };
+    for case in expected()["window_cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let tile = as_i64s(&case["tile"]);
+        let input = &stored[&format!("{name}.input")];
+        let wanted = &stored[&format!("{name}.logits")];
+        for tile_batch in [1, 3] {
+            let options = SlidingWindowOptions {
+                tile: [tile[0], tile[1]],
+                step_size: case["step"].as_f64().unwrap(),
+                use_gaussian: case["gaussian"].as_bool().unwrap(),
+                mirror_axes: case["mirror"].as_bool().unwrap().then(|| vec![0, 1]),
+                tile_batch,
+                ..SlidingWindowOptions::default()
+            };
+            let actual = predict_sliding_window(&network, input, &options).unwrap();
+            let difference = max_abs_difference(&actual, wanted);
+            println!("{name} batch {tile_batch}: max |diff| {difference:e}");
+            assert_eq!(actual.size(), wanted.size(), "{name}: shape");
+            assert_eq!(
+                actual.kind(),
+                Kind::Half,
+                "{name}: nnU-Net accumulates in float16"
+            );
+            // One tile per call repeats nnU-Net's operations exactly. Batched convolutions
+            // may round differently, which float16 accumulation turns into one unit in the
+            // last place: 2^-10 for logits of magnitude 1.
+            let tolerance = if tile_batch == 1 { 1e-6 } else { 2e-3 };
+            assert!(difference <= tolerance, "{name} batch {tile_batch}");
+            let same_argmax = actual
+                .argmax(0, false)
+                .eq_tensor(&wanted.argmax(0, false))
+                .all();
+            assert!(
+                same_argmax.int64_value(&[]) != 0,
+                "{name}: segmentation differs"
+            );
+        }
+    }
+}
