@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use swin_umamba::infer::export::{predict_folds, probabilities, segmentation, uncrop};
 use swin_umamba::infer::gaussian::importance_map;
 use swin_umamba::infer::sliding::{predict_sliding_window, SlidingWindowOptions};
 use swin_umamba::infer::steps::compute_steps;
-use swin_umamba::infer::{official, InferError};
+use swin_umamba::infer::{official, InferError, LogitsNetwork};
 use tch::{Device, Kind, Tensor};
 
 fn data_dir() -> PathBuf {
@@ -143,4 +144,54 @@ fn sliding_window_matches_nnunet() {
             );
         }
     }
+}
+
+/// Builds the two-layer test network from stored weights under `prefix`.
+fn conv_network(
+    stored: &HashMap<String, Tensor>,
+    prefix: &str,
+) -> impl Fn(&Tensor) -> Result<Tensor, tch::TchError> {
+    let w0 = stored[&format!("{prefix}.0.weight")].shallow_clone();
+    let b0 = stored[&format!("{prefix}.0.bias")].shallow_clone();
+    let w2 = stored[&format!("{prefix}.2.weight")].shallow_clone();
+    let b2 = stored[&format!("{prefix}.2.bias")].shallow_clone();
+    move |x: &Tensor| {
+        let hidden = x
+            .f_conv2d(&w0, Some(&b0), [1, 1], [1, 1], [1, 1], 1)?
+            .f_relu()?;
+        hidden.f_conv2d(&w2, Some(&b2), [1, 1], [1, 1], [1, 1], 1)
+    }
+}
+
+#[test]
+fn fold_average_matches_nnunet() {
+    let stored = tensors();
+    let first = conv_network(&stored, "fold1");
+    let second = conv_network(&stored, "fold2");
+    let folds: [&dyn LogitsNetwork; 2] = [&first, &second];
+    let options = SlidingWindowOptions {
+        tile: [32, 48],
+        ..SlidingWindowOptions::default()
+    };
+    let logits = predict_folds(&folds, &stored["folds.input"], &options).unwrap();
+    let difference = max_abs_difference(&logits, &stored["folds.logits"]);
+    println!("fold logits: max |diff| {difference:e}");
+    assert!(difference <= 1e-6);
+    let probabilities = probabilities(&logits);
+    let difference = max_abs_difference(&probabilities, &stored["folds.probabilities"]);
+    println!("fold probabilities: max |diff| {difference:e}");
+    assert!(difference <= 1e-4);
+    let wanted = stored["folds.logits"].argmax(0, false).to_kind(Kind::Uint8);
+    let labels = segmentation(&logits);
+    assert!(labels.eq_tensor(&wanted).all().int64_value(&[]) != 0);
+}
+
+#[test]
+fn uncrop_places_region() {
+    let crop = Tensor::ones([2, 3], (Kind::Uint8, Device::Cpu));
+    let full = uncrop(&crop, &[[1, 3], [2, 5]], &[4, 6]);
+    assert_eq!(full.sum(Kind::Int64).int64_value(&[]), 6);
+    assert_eq!(full.int64_value(&[1, 2]), 1);
+    assert_eq!(full.int64_value(&[0, 2]), 0);
+    assert_eq!(full.int64_value(&[3, 4]), 0);
 }

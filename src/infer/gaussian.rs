@@ -18,10 +18,10 @@ fn scipy_kernel(sigma: f64) -> Vec<f64> {
 
 /// Returns the importance map of a 2D tile (height, width) in `kind` on `device`.
 ///
-/// As nnU-Net: a unit impulse at `size / 2` filtered with a Gaussian of sigma
-/// `size * sigma_scale` per axis (zero outside the kernel), scaled so its maximum is
-/// `value_scaling`, cast to `kind`, and entries that became 0 set to the smallest
-/// non-zero entry, so no pixel has zero weight.
+/// As nnU-Net: a unit impulse at `size / 2` is filtered with a Gaussian of sigma
+/// `size * sigma_scale` per axis (zero outside the kernel) and scaled so its maximum is
+/// `value_scaling`. After the cast to `kind`, entries that became 0 are set to the
+/// smallest non-zero entry, so no pixel has zero weight.
 pub fn importance_map(
     tile: [i64; 2],
     sigma_scale: f64,

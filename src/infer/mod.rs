@@ -3,9 +3,10 @@
 //!
 //! The network is any [`LogitsNetwork`], so this stage does not depend on how networks
 //! and weights are built.
-//! NOTE: resampling back, uncropping, transposing back and writing files (the rest of
-//! `predict`) are not implemented yet.
+//! NOTE: the `predict` command (reading results folders and images, preprocessing,
+//! resampling back and writing files) is not implemented yet.
 
+pub mod export;
 pub mod gaussian;
 pub mod sliding;
 pub mod steps;

@@ -92,12 +92,100 @@ fn classify(error: TchError, options: &SlidingWindowOptions, tiles: usize) -> In
     }
 }
 
+/// Weighted sums of tile logits and of tile weights over the padded data.
+struct Accumulator {
+    sum: Option<Tensor>,
+    count: Tensor,
+    weight: Tensor,
+    shape: [i64; 3],
+    kind: Kind,
+    device: Device,
+}
+
+impl Accumulator {
+    fn new(shape: [i64; 3], options: &SlidingWindowOptions) -> Self {
+        let kind = if options.accumulate_in_float {
+            Kind::Float
+        } else {
+            Kind::Half
+        };
+        let weight = if options.use_gaussian {
+            default_importance_map(options.tile, options.device).to_kind(kind)
+        } else {
+            Tensor::ones([options.tile[0], options.tile[1]], (kind, options.device))
+        };
+        let count = Tensor::zeros(shape, (kind, options.device));
+        Accumulator {
+            sum: None,
+            count,
+            weight,
+            shape,
+            kind,
+            device: options.device,
+        }
+    }
+
+    /// Adds the logits (B, K, h, w) of the tiles at `positions`, in order.
+    fn add(
+        &mut self,
+        logits: &Tensor,
+        positions: &[TilePosition],
+        options: &SlidingWindowOptions,
+    ) -> Result<(), TchError> {
+        let [slices, height, width] = self.shape;
+        let classes = logits.size()[1];
+        let (kind, device) = (self.kind, self.device);
+        let sum = self
+            .sum
+            .get_or_insert_with(|| Tensor::zeros([classes, slices, height, width], (kind, device)));
+        let [tile_height, tile_width] = options.tile;
+        for (index, p) in positions.iter().enumerate() {
+            let mut tile_logits = logits.get(index as i64);
+            if options.use_gaussian {
+                tile_logits = tile_logits.f_mul(&self.weight)?;
+            }
+            // In-place adds into float16 views round the float32 sum once, as nnU-Net's
+            // `predicted_logits[sl] += prediction`.
+            let mut target = sum
+                .select(1, p.slice)
+                .narrow(1, p.y, tile_height)
+                .narrow(2, p.x, tile_width);
+            let _ = target.f_add_(&tile_logits)?;
+            let mut weights = self
+                .count
+                .select(0, p.slice)
+                .narrow(0, p.y, tile_height)
+                .narrow(1, p.x, tile_width);
+            let _ = weights.f_add_(&self.weight)?;
+        }
+        Ok(())
+    }
+}
+
+/// Returns the tiles at `positions` of `padded` (C, S, H, W), stacked to (B, C, h, w).
+fn gather_tiles(
+    padded: &Tensor,
+    positions: &[TilePosition],
+    tile: [i64; 2],
+) -> Result<Tensor, TchError> {
+    let tiles: Vec<Tensor> = positions
+        .iter()
+        .map(|p| {
+            padded
+                .select(1, p.slice)
+                .narrow(1, p.y, tile[0])
+                .narrow(2, p.x, tile[1])
+        })
+        .collect();
+    Tensor::f_stack(&tiles, 0)
+}
+
 /// Predicts logits (K, S, H, W) for `data` (C, S, H, W), tile by tile.
 ///
-/// Each tile's (mirror-averaged) logits are multiplied by the importance map and added
-/// into an accumulator, the weights into another, and the result is their quotient,
-/// cropped back to the input size. Errors from the network are returned, and running
-/// out of device memory is reported as [`InferError::OutOfMemory`] with no fall-back.
+/// Each tile's logits (averaged over mirrored copies) are multiplied by the importance map
+/// and added into an accumulator, and the weights into another. The result is their
+/// quotient, cropped back to the input size. Network errors are returned, and running out
+/// of device memory is reported as [`InferError::OutOfMemory`] with no fall-back.
 pub fn predict_sliding_window(
     network: &dyn LogitsNetwork,
     data: &Tensor,
@@ -120,69 +208,21 @@ pub fn predict_sliding_window(
         width + padding[1].0 + padding[1].1,
     ];
     let positions = tile_positions(slices, padded_size, options)?;
-    let accumulate = if options.accumulate_in_float {
-        Kind::Float
-    } else {
-        Kind::Half
-    };
-    let weight = if options.use_gaussian {
-        default_importance_map(options.tile, options.device).to_kind(accumulate)
-    } else {
-        Tensor::ones(
-            [options.tile[0], options.tile[1]],
-            (accumulate, options.device),
-        )
-    };
-    let run = |batch_positions: &[TilePosition],
-               state: &mut Option<(Tensor, Tensor)>|
-     -> Result<(), TchError> {
-        let tiles: Vec<Tensor> = batch_positions
-            .iter()
-            .map(|p| {
-                padded
-                    .select(1, p.slice)
-                    .narrow(1, p.y, options.tile[0])
-                    .narrow(2, p.x, options.tile[1])
-            })
-            .collect();
-        let batch = Tensor::f_stack(&tiles, 0)?;
-        let logits = predict_with_mirroring(network, &batch, options.mirror_axes.as_deref())?;
-        let (sum, count) = state.get_or_insert_with(|| {
-            let classes = logits.size()[1];
-            let sum = Tensor::zeros(
-                [classes, slices, padded_size[0], padded_size[1]],
-                (accumulate, options.device),
-            );
-            let count = Tensor::zeros(
-                [slices, padded_size[0], padded_size[1]],
-                (accumulate, options.device),
-            );
-            (sum, count)
-        });
-        for (index, p) in batch_positions.iter().enumerate() {
-            let mut tile_logits = logits.get(index as i64);
-            if options.use_gaussian {
-                tile_logits = tile_logits.f_mul(&weight)?;
-            }
-            let mut target = sum
-                .select(1, p.slice)
-                .narrow(1, p.y, options.tile[0])
-                .narrow(2, p.x, options.tile[1]);
-            let _ = target.f_add_(&tile_logits)?;
-            let mut weights = count
-                .select(0, p.slice)
-                .narrow(0, p.y, options.tile[0])
-                .narrow(1, p.x, options.tile[1]);
-            let _ = weights.f_add_(&weight)?;
-        }
-        Ok(())
-    };
-    let mut state = None;
+
+    let mut accumulator = Accumulator::new([slices, padded_size[0], padded_size[1]], options);
     for chunk in positions.chunks(options.tile_batch.max(1)) {
-        run(chunk, &mut state).map_err(|e| classify(e, options, chunk.len()))?;
+        let mut step = || -> Result<(), TchError> {
+            let batch = gather_tiles(&padded, chunk, options.tile)?;
+            let logits = predict_with_mirroring(network, &batch, options.mirror_axes.as_deref())?;
+            accumulator.add(&logits, chunk, options)
+        };
+        step().map_err(|e| classify(e, options, chunk.len()))?;
     }
-    let (sum, count) = state.expect("there is at least one tile");
-    let logits = sum.f_div(&count).map_err(|e| classify(e, options, 0))?;
+
+    let sum = accumulator.sum.expect("there is at least one tile");
+    let logits = sum
+        .f_div(&accumulator.count)
+        .map_err(|e| classify(e, options, 0))?;
     if logits.isinf().any().int64_value(&[]) != 0 {
         return Err(InferError::InfiniteLogits);
     }

@@ -38,7 +38,7 @@ network = torch.nn.Sequential(
     torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3, padding=1))
 network.eval()
 for key, value in network.state_dict().items():
-    tensors[f"net.{key}"] = value.contiguous()
+    tensors[f"net.{key}"] = value.clone()  # load_state_dict later overwrites the parameters in place
 
 window_cases = [
     {"name": "pad_mirror", "shape": (2, 2, 40, 70), "tile": (48, 64), "step": 0.5, "gaussian": True, "mirror": True},
@@ -57,6 +57,29 @@ for case in window_cases:
     logits = predictor.predict_sliding_window_return_logits(data)
     tensors[f"{case['name']}.input"] = data.contiguous()
     tensors[f"{case['name']}.logits"] = logits.contiguous()
+
+# Two folds: the same architecture with two weight sets, averaged by the predictor.
+fold_weights = []
+for seed in (1, 2):
+    torch.manual_seed(seed)
+    fold = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3, padding=1))
+    fold_weights.append({k: v.clone() for k, v in fold.state_dict().items()})
+    for key, value in fold.state_dict().items():
+        tensors[f"fold{seed}.{key}"] = value.clone()
+predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                            perform_everything_on_device=False, device=torch.device("cpu"),
+                            verbose=False, allow_tqdm=False)
+predictor.network = network
+predictor.configuration_manager = SimpleNamespace(patch_size=[32, 48])
+predictor.label_manager = SimpleNamespace(num_segmentation_heads=3)
+predictor.allowed_mirroring_axes = (0, 1)
+predictor.list_of_parameters = fold_weights
+data = torch.randn((2, 1, 50, 60))
+logits = predictor.predict_logits_from_preprocessed_data(data)
+tensors["folds.input"] = data.contiguous()
+tensors["folds.logits"] = logits.contiguous()
+tensors["folds.probabilities"] = torch.softmax(logits.float(), 0).contiguous()
 
 save_file(tensors, os.path.join(HERE, "sliding.safetensors"))
 with open(os.path.join(HERE, "expected.json"), "w") as f:
