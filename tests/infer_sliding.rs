@@ -195,3 +195,35 @@ fn uncrop_places_region() {
     assert_eq!(full.int64_value(&[0, 2]), 0);
     assert_eq!(full.int64_value(&[3, 4]), 0);
 }
+
+/// Times the sliding window with the test network on (2, 4, 384, 384) data, 128x128
+/// tiles, step 0.5 and mirroring: 100 tiles, 400 network calls. Run with
+/// `cargo test --release --test infer_sliding -- --ignored --nocapture`; the matching
+/// nnU-Net timing command is in BENCHMARKS.md.
+#[test]
+#[ignore = "benchmark; prints timings only"]
+fn sliding_window_benchmark() {
+    tch::set_num_threads(1);
+    let stored = tensors();
+    let network = conv_network(&stored, "net");
+    let data = Tensor::randn([2, 4, 384, 384], (Kind::Float, Device::Cpu));
+    for tile_batch in [1, 4] {
+        let options = SlidingWindowOptions {
+            tile: [128, 128],
+            tile_batch,
+            ..Default::default()
+        };
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            let logits = predict_sliding_window(&network, &data, &options).unwrap();
+            assert_eq!(logits.size(), [3, 4, 384, 384]);
+            times.push(start.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "tile_batch {tile_batch}: median {:.3} s, min {:.3} s",
+            times[2], times[0]
+        );
+    }
+}
