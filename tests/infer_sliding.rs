@@ -227,3 +227,36 @@ fn sliding_window_benchmark() {
         );
     }
 }
+
+#[test]
+fn out_of_memory_is_reported() {
+    let message = "CUDA out of memory. Tried to allocate 2.00 GiB";
+    let network = |_: &Tensor| -> Result<Tensor, tch::TchError> {
+        Err(tch::TchError::Torch(message.to_string()))
+    };
+    let data = Tensor::zeros([1, 1, 40, 40], (Kind::Float, Device::Cpu));
+    let options = SlidingWindowOptions {
+        tile: [32, 32],
+        tile_batch: 2,
+        ..Default::default()
+    };
+    let error = predict_sliding_window(&network, &data, &options).unwrap_err();
+    let text = error.to_string();
+    println!("{text}");
+    assert!(matches!(error, InferError::OutOfMemory { tiles: 2, .. }));
+    assert!(text.contains("tile batch size"));
+}
+
+#[test]
+fn network_error_is_returned() {
+    let network = |_: &Tensor| -> Result<Tensor, tch::TchError> {
+        Err(tch::TchError::Torch("shape mismatch".to_string()))
+    };
+    let data = Tensor::zeros([1, 1, 40, 40], (Kind::Float, Device::Cpu));
+    let options = SlidingWindowOptions {
+        tile: [32, 32],
+        ..Default::default()
+    };
+    let error = predict_sliding_window(&network, &data, &options).unwrap_err();
+    assert!(matches!(error, InferError::Network { tiles: 1, .. }));
+}

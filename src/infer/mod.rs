@@ -38,7 +38,7 @@ pub enum InferError {
     InvalidShape { shape: Vec<i64>, tile: Vec<i64> },
     #[error(
         "out of memory on {device} while predicting a batch of {tiles} tile(s): {message}. \
-         Lower --tile-batch, or predict with --device cpu"
+         Lower the tile batch size, or predict with --device cpu"
     )]
     OutOfMemory {
         device: String,
