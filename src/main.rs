@@ -13,7 +13,7 @@ struct Cli {
 enum Command {
     /// Print the libtorch version, thread count, SIMD level and CUDA devices.
     Info,
-    /// Score predictions against references: nnU-Net's metrics, the paper's DSC and NSD,
+    /// Score predictions against references: nnU-Net's metrics, Swin-UMamba's DSC and NSD,
     /// cell F1.
     Evaluate(swin_umamba::eval::cli::EvaluateArgs),
 }

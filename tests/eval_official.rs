@@ -193,6 +193,7 @@ fn check_abdomen(csv: &str, nsd: bool, round: bool) {
     let rows = read_csv(&case_dir("abdomen").join("expected").join(csv));
     assert_eq!(rows.len(), cases.len(), "case count");
     let suffix = if nsd { "NSD" } else { "DSC" };
+
     let mut column_sums: HashMap<i32, (f64, usize)> = HashMap::new();
     for row in &rows {
         let case = cases
@@ -216,6 +217,7 @@ fn check_abdomen(csv: &str, nsd: bool, round: bool) {
             }
         }
     }
+
     let column_means: Vec<f64> = column_sums.values().map(|(s, n)| s / *n as f64).collect();
     let expected_overall = column_means.iter().sum::<f64>() / column_means.len() as f64;
     let means = swin_umamba::eval::summary::paper_means(&cases, tolerances.protocol);

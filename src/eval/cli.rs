@@ -26,8 +26,8 @@ pub struct EvaluateArgs {
     /// PRED_DIR/summary.json.
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
-    /// Comma-separated metrics: dice (nnU-Net's Dice, IoU and counts), nsd (the paper's
-    /// DSC and NSD), f1 (cell instance F1).
+    /// Comma-separated metrics: dice (nnU-Net's Dice, IoU and counts), nsd (DSC and NSD
+    /// as Swin-UMamba's evaluation scripts compute them), f1 (cell instance F1).
     #[arg(long, default_value = "dice")]
     pub metrics: String,
     /// NSD tolerance YAML file, or a built-in name: amos_mri (the official abdomen
@@ -39,7 +39,7 @@ pub struct EvaluateArgs {
     /// official reproduces the scripts' [z_min, z_max) of the reference.
     #[arg(long, value_enum, default_value = "official")]
     pub slice_range: SliceRange,
-    /// Report unrounded paper and cell metrics (the official scripts round to 4 decimals).
+    /// Report unrounded DSC, NSD and cell metrics (the official scripts round to 4 decimals).
     #[arg(long)]
     pub no_round: bool,
     /// Folder of instance-id reference masks for f1 (`<case>_label.tiff`, `<case>.tif[f]`

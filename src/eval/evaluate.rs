@@ -12,12 +12,12 @@ use super::summary::{build_summary, CaseResult, PaperSettings};
 use super::tables::class_table;
 use super::{dice, EvalError};
 
-/// Which metric families to compute.
+/// Metric families to compute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricSet {
     /// nnU-Net's Dice, IoU, TP, FP, FN, TN.
     pub dice: bool,
-    /// The paper's DSC and NSD.
+    /// Swin-UMamba's DSC and NSD.
     pub nsd: bool,
     /// The cell instance F1.
     pub f1: bool,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::dice::LabelOrRegion;
 use super::EvalError;
 
-/// What evaluation needs from dataset.json.
+/// Labels and file ending of an nnU-Net v2 dataset.json.
 #[derive(Debug, Clone)]
 pub struct DatasetLabels {
     /// Scored classes: foreground labels, or the foreground regions when dataset.json
@@ -34,6 +34,7 @@ impl DatasetLabels {
             message: e.to_string(),
         })?;
         let json: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+
         let file_ending = json
             .get("file_ending")
             .and_then(Value::as_str)
@@ -57,6 +58,7 @@ impl DatasetLabels {
                 ))
             })
         };
+
         let mut ignore_label = None;
         let mut classes = Vec::new();
         let mut names = Vec::new();

@@ -1,4 +1,4 @@
-//! Evaluation: nnU-Net v2's per-class metrics, the paper's DSC and NSD as the official
+//! Evaluation: nnU-Net v2's per-class metrics, Swin-UMamba's DSC and NSD as the official
 //! Swin-UMamba scripts compute them, the NeurIPS 2022 cell-segmentation F1, and the
 //! `evaluate` command that writes summary.json with Markdown and CSV tables.
 //!

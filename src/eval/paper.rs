@@ -5,8 +5,8 @@
 //!
 //! Two protocols exist, chosen by the tolerance file:
 //! - `volume` (abdomen): a fixed list of labels, each with its own tolerance in mm and the
-//!   header spacing; a label absent from both masks scores 1, a label absent from the
-//!   reference but predicted scores 0; some labels are scored only on the reference's
+//!   header spacing. A label absent from both masks scores 1, and a label absent from the
+//!   reference but predicted scores 0. Some labels are scored only on the reference's
 //!   slice range (see [`SliceRange`]). Every value is rounded to 4 decimals.
 //! - `image` (endoscopy): the labels are the union of the labels in both masks except
 //!   each mask's smallest value, one tolerance in pixels with unit spacing, and the image
@@ -143,7 +143,7 @@ pub enum SliceRange {
     All,
 }
 
-/// Options of the paper's DSC and NSD beyond the tolerance file.
+/// Options of Swin-UMamba's DSC and NSD beyond the tolerance file.
 #[derive(Debug, Clone, Copy)]
 pub struct PaperOptions {
     pub slice_range: SliceRange,

@@ -147,7 +147,7 @@ pub fn confusion_means(cases: &[CaseResult], classes: &[LabelOrRegion]) -> Confu
     }
 }
 
-/// Means of the paper metrics: per label over cases, and the overall figure the official
+/// Means of Swin-UMamba's DSC and NSD: per label over cases, and the overall figure the official
 /// scripts print.
 #[derive(Debug, Clone)]
 pub struct PaperMeans {
@@ -157,9 +157,9 @@ pub struct PaperMeans {
     pub overall_nsd: f64,
 }
 
-/// Averages as the official scripts' pandas code: the volume protocol prints the mean over
-/// labels of the per-label means over cases, the image protocol the mean over images of the
-/// image scores; pandas skips NaN in both.
+/// Averages as the official scripts' pandas code. The volume protocol prints the mean over
+/// labels of the per-label means over cases. The image protocol prints the mean over images
+/// of the image scores. Both skip NaN, as pandas does.
 pub fn paper_means(cases: &[CaseResult], protocol: Protocol) -> PaperMeans {
     let papers: Vec<&PaperCase> = cases.iter().filter_map(|c| c.paper.as_ref()).collect();
     let mut labels: Vec<i32> = papers
@@ -249,7 +249,7 @@ fn confusion_json(metrics: &ConfusionMetrics) -> Json {
     Json::Object(map)
 }
 
-/// Description of how the paper metrics were computed, stored next to their values.
+/// Settings of Swin-UMamba's DSC and NSD, stored next to their values.
 pub struct PaperSettings {
     pub protocol: Protocol,
     pub tolerances: String,

@@ -1,7 +1,7 @@
 //! Surfel normals of the 256 marching-cubes configurations of a 2x2x2 neighbourhood.
 //!
 //! Entry `code` lists the area-weighted normals of the surface elements that marching
-//! cubes places in a 2x2x2 cell whose occupied corners form the bit pattern `code`; a
+//! cubes places in a 2x2x2 cell whose occupied corners form the bit pattern `code`. A
 //! normal's length is its surfel's area for unit spacing. Values are stored times 8
 //! (every component is a multiple of 1/8).
 //!

@@ -18,8 +18,8 @@ fn format_value(value: Option<f64>) -> String {
     }
 }
 
-/// Builds the per-class table: nnU-Net's mean Dice and IoU, the paper's mean DSC and NSD
-/// per label, and in the mean row the foreground means, the paper's overall figures and
+/// Builds the per-class table: nnU-Net's mean Dice and IoU, Swin-UMamba's mean DSC and NSD
+/// per label, and in the mean row the foreground means, Swin-UMamba's overall figures and
 /// the mean cell F1. Columns of metrics that were not computed are left out.
 pub fn class_table(
     cases: &[CaseResult],
@@ -39,6 +39,7 @@ pub fn class_table(
     if has_cells {
         header.push("F1".to_string());
     }
+
     let confusion = has_confusion.then(|| confusion_means(cases, classes));
     let paper = paper_protocol.map(|p| paper_means(cases, p));
     let mut rows = Vec::new();
@@ -66,6 +67,7 @@ pub fn class_table(
         }
         rows.push(row);
     }
+
     let mut mean_row = vec!["mean".to_string(), String::new()];
     if let Some(means) = &confusion {
         mean_row.push(format_value(Some(means.foreground_mean[0].1)));
