@@ -294,3 +294,36 @@ fn builtin_tolerance_files_parse() {
         Some(2.0)
     );
 }
+
+#[test]
+fn reader_rejects_colour_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mask.png");
+    let mut colour = image::RgbImage::new(4, 4);
+    colour.put_pixel(1, 1, image::Rgb([1, 2, 1]));
+    colour.save(&path).unwrap();
+    let error = swin_umamba::eval::labels::read_label_map(&path)
+        .unwrap_err()
+        .to_string();
+    println!("{error}");
+    assert!(error.contains("mask.png"));
+    assert!(error.contains("grayscale"));
+
+    let gray = image::RgbImage::from_pixel(4, 4, image::Rgb([2, 2, 2]));
+    gray.save(&path).unwrap();
+    let labels = swin_umamba::eval::labels::read_label_map(&path).unwrap();
+    assert_eq!(labels.shape, [4, 4, 1]);
+    assert!(labels.data.iter().all(|&v| v == 2));
+}
+
+#[test]
+fn reader_reads_nifti_spacing() {
+    let path = cases("abdomen").join("ref/chaos1_same.nii.gz");
+    let labels = swin_umamba::eval::labels::read_label_map(&path).unwrap();
+    println!("shape {:?} spacing {:?}", labels.shape, labels.spacing);
+    assert_eq!(labels.shape[0], 128);
+    assert_eq!(labels.shape[1], 128);
+    assert!((labels.spacing[0] - 2.5).abs() < 1e-6);
+    assert!((labels.spacing[2] - 7.7).abs() < 1e-5);
+    assert!(labels.data.iter().any(|&v| v == 4));
+}

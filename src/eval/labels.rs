@@ -106,11 +106,19 @@ fn read_image(path: &Path) -> Result<LabelMap, EvalError> {
         image::DynamicImage::ImageLuma16(buffer) => {
             buffer.into_raw().into_iter().map(i32::from).collect()
         }
-        image::DynamicImage::ImageRgb8(buffer) => buffer
-            .into_raw()
-            .chunks_exact(3)
-            .map(|p| i32::from(p[0]))
-            .collect(),
+        image::DynamicImage::ImageRgb8(buffer) => {
+            let raw = buffer.into_raw();
+            if let Some(pixel) = raw.chunks_exact(3).find(|p| p[0] != p[1] || p[1] != p[2]) {
+                return Err(read_error(
+                    path,
+                    format!(
+                        "colour pixel {pixel:?} in a label map; save labels as grayscale \
+                         with one value per class"
+                    ),
+                ));
+            }
+            raw.chunks_exact(3).map(|p| i32::from(p[0])).collect()
+        }
         other => {
             return Err(read_error(
                 path,
