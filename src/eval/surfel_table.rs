@@ -5,10 +5,11 @@
 //! normal's length is its surfel's area for unit spacing. Values are stored times 8
 //! (every component is a multiple of 1/8).
 //!
-//! Source: the lookup table `neighbour_code_to_normals` of DeepMind's surface-distance
-//! library (Apache-2.0), which the Swin-UMamba evaluation scripts (`SurfaceDice.py`) and
-//! the Medical Segmentation Decathlon use. The surface Dice equals theirs only with the
-//! same table, so the values are reproduced here as data, converted to integers.
+//! Source: `_NEIGHBOUR_CODE_TO_NORMALS` in `surface_distance/lookup_tables.py` of
+//! github.com/deepmind/surface-distance, Copyright 2018 Google Inc., Apache License 2.0.
+//! Swin-UMamba's `evaluation/SurfaceDice.py` carries the same table. The surface Dice
+//! equals theirs only with the same table, so its values are reproduced here as data,
+//! converted to integers (see third_party/surface-distance.md).
 
 /// Normals times 8, indexed by neighbour code.
 pub(super) static SURFEL_NORMALS_X8: [&[[i8; 3]]; 256] = [
