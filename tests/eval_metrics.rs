@@ -327,3 +327,36 @@ fn reader_reads_nifti_spacing() {
     assert!((labels.spacing[2] - 7.7).abs() < 1e-5);
     assert!(labels.data.iter().any(|&v| v == 4));
 }
+
+#[test]
+fn cli_f1_with_dice_needs_instance_dir() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = cases("cells");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        Command::new(binary())
+            .arg("evaluate")
+            .arg(dir.join("ref"))
+            .arg(dir.join("pred"))
+            .args(["-djfile".as_ref(), dir.join("dataset.json").as_os_str()])
+            .args(["-pfile".as_ref(), dir.join("plans.json").as_os_str()])
+            .args(["-o".as_ref(), out.path().join("summary.json").as_os_str()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--metrics".as_ref(), "dice,f1".as_ref(), "--chill".as_ref()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stderr}");
+    assert!(!output.status.success());
+    assert!(stderr.contains("--instance-dir"));
+
+    let output = run(&["--metrics".as_ref(), "f1".as_ref()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(out.path().join("summary.json")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&text.replace("NaN", "null")).unwrap();
+    assert_eq!(summary["cell_f1"]["per_case"].as_array().unwrap().len(), 18);
+}

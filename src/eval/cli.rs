@@ -43,7 +43,8 @@ pub struct EvaluateArgs {
     #[arg(long)]
     pub no_round: bool,
     /// Folder of instance-id reference masks for f1 (`<case>_label.tiff`, `<case>.tif[f]`
-    /// or `<case><file_ending>`). Default: REF_DIR.
+    /// or `<case><file_ending>`). Default: REF_DIR when f1 is the only metric; required
+    /// when f1 is combined with dice or nsd.
     #[arg(long)]
     pub instance_dir: Option<PathBuf>,
     /// Keep cells touching the 2-pixel image border in the F1 (the challenge removes them).

@@ -196,7 +196,11 @@ pub fn evaluate_folders(
     prediction_dir: &Path,
     config: &EvaluateConfig,
 ) -> Result<EvaluationOutput, EvalError> {
-    let pairs = if config.metrics.dice || config.metrics.nsd {
+    let semantic = config.metrics.dice || config.metrics.nsd;
+    if semantic && config.metrics.f1 && config.instance_dir.is_none() {
+        return Err(EvalError::InstanceDirRequired);
+    }
+    let pairs = if semantic {
         pair_cases(
             reference_dir,
             prediction_dir,

@@ -61,6 +61,11 @@ pub enum EvalError {
     MissingReference { path: PathBuf, prediction: String },
     #[error("unknown metric {name:?} in --metrics; use a comma-separated list of dice, nsd, f1")]
     UnknownMetric { name: String },
+    #[error(
+        "--metrics combines f1 with dice or nsd, so REF_DIR contains semantic label maps; \
+         pass --instance-dir with the instance-id references for f1"
+    )]
+    InstanceDirRequired,
     #[error("failed to write {path}: {message}")]
     Write { path: PathBuf, message: String },
 }
