@@ -38,11 +38,11 @@ def fresh(*parts):
 
 def per_label(seg, op):
     out = np.zeros_like(seg)
-    for label in np.unique(seg)[1:] if seg.min() == 0 else np.unique(seg):
+    for label in np.unique(seg):
         if label == 0:
             continue
         mask = op(seg == label)
-        out[(mask) & (out == 0)] = label
+        out[mask & (out == 0)] = label
     return out
 
 
@@ -109,8 +109,6 @@ def endoscopy():
         two[:, (cols.min() + cols.max()) // 2:] *= 2  # split into two classes
         extra = ref.copy()
         extra[:6, :6] = 2
-        inside = np.argwhere(ref == 1)
-        cy, cx = inside[len(inside) // 2]
         full_ref = np.ones((9, 9), np.uint8)
         full_pred = full_ref.copy()
         full_pred[:2, :] = 0
