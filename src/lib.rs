@@ -6,6 +6,8 @@
 //! drives the whole chain over experiment grids.
 
 pub mod ablate;
+pub mod eval;
+pub mod infer;
 pub mod info;
 pub mod nets;
 pub mod plot;

@@ -46,6 +46,16 @@ fn main() -> Result<()> {
         Command::Forward(args) => swin_umamba::nets::cli::run_forward(args)?,
         Command::TrainFold(args) => swin_umamba::train::cli::run(args)?,
         Command::Weights(args) => swin_umamba::weights::cli::run(args)?,
+    /// Score predictions against references: nnU-Net's metrics, Swin-UMamba's DSC and NSD,
+    /// cell F1.
+    Evaluate(swin_umamba::eval::cli::EvaluateArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse_from(swin_umamba::eval::cli::nnunet_style_args(std::env::args()));
+    match cli.command {
+        Command::Info => println!("{}", swin_umamba::info::collect()),
+        Command::Evaluate(args) => swin_umamba::eval::cli::run(args)?,
     }
     Ok(())
 }
