@@ -5,5 +5,8 @@
 //! and trained weights (`weights`) predict (`infer`) and are scored (`eval`). `ablate`
 //! drives the whole chain over experiment grids.
 
+pub mod dataset;
 pub mod info;
+pub mod plan;
+pub mod preprocess;
 pub mod scan;
