@@ -26,14 +26,18 @@ impl RandomState {
     }
 
     fn generate(&mut self) {
-        for i in 0..N {
-            let y = (self.mt[i] & 0x8000_0000) | (self.mt[(i + 1) % N] & 0x7fff_ffff);
-            let mut next = self.mt[(i + M) % N] ^ (y >> 1);
-            if y & 1 != 0 {
-                next ^= 0x9908_b0df;
-            }
-            self.mt[i] = next;
+        let twist = |mt: &mut [u32; N], i: usize, next: usize, far: usize| {
+            let y = (mt[i] & 0x8000_0000) | (mt[next] & 0x7fff_ffff);
+            let mag = if y & 1 != 0 { 0x9908_b0df } else { 0 };
+            mt[i] = mt[far] ^ (y >> 1) ^ mag;
+        };
+        for i in 0..N - M {
+            twist(&mut self.mt, i, i + 1, i + M);
         }
+        for i in N - M..N - 1 {
+            twist(&mut self.mt, i, i + 1, i + M - N);
+        }
+        twist(&mut self.mt, N - 1, 0, M - 1);
         self.index = 0;
     }
 
@@ -140,5 +144,37 @@ mod tests {
         assert_eq!(rs.next_u32(), 3_499_211_612);
         assert_eq!(rs.next_u32(), 581_869_302);
         assert_eq!(rs.next_u32(), 3_890_346_734);
+    }
+
+    // Expected values below were printed by numpy 2.4.6:
+    //   r = np.random.RandomState(12345); a = np.arange(20); r.shuffle(a)
+    //   r = np.random.RandomState(1234); r.choice(1000, 8, replace=False); r.choice(37, 3, replace=False)
+    //   r = np.random.RandomState(1234); r.choice(np.arange(777), 6, replace=True)
+
+    #[test]
+    fn shuffle_matches_numpy() {
+        let mut a: Vec<usize> = (0..20).collect();
+        RandomState::new(12345).shuffle(&mut a);
+        assert_eq!(
+            a,
+            vec![13, 8, 16, 3, 15, 12, 0, 10, 7, 11, 6, 17, 19, 18, 14, 9, 4, 1, 5, 2]
+        );
+    }
+
+    #[test]
+    fn choice_without_replacement_matches_numpy() {
+        let mut rs = RandomState::new(1234);
+        assert_eq!(
+            rs.choice_without_replacement(1000, 8),
+            vec![681, 990, 155, 768, 438, 363, 688, 555]
+        );
+        assert_eq!(rs.choice_without_replacement(37, 3), vec![17, 20, 28]);
+    }
+
+    #[test]
+    fn choice_with_replacement_matches_numpy() {
+        let mut rs = RandomState::new(1234);
+        let draws: Vec<u64> = (0..6).map(|_| rs.randint(777)).collect();
+        assert_eq!(draws, vec![723, 294, 53, 204, 372, 664]);
     }
 }
