@@ -77,6 +77,8 @@ impl Fixture {
             verify_dataset_integrity: true,
             overrides: vec![],
             gpu_memory_target: 8.0,
+            // Few intensity samples: these tests do not compare the fingerprint with nnU-Net.
+            fingerprint_samples: 1e5,
             raw: Some(self.raw.clone()),
             preprocessed: Some(self.preprocessed.clone()),
         };
@@ -108,6 +110,8 @@ fn valid_fixture_plans() {
         verify_dataset_integrity: true,
         overrides: vec![],
         gpu_memory_target: 8.0,
+        // Few intensity samples: these tests do not compare the fingerprint with nnU-Net.
+        fingerprint_samples: 1e5,
         raw: Some(f.raw.clone()),
         preprocessed: Some(f.preprocessed.clone()),
     };

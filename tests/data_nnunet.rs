@@ -55,6 +55,7 @@ fn plan_and_preprocess(convert: Converter, source: &str, id: u32, name: &str, li
         verify_dataset_integrity: true,
         overrides: vec![],
         gpu_memory_target: 8.0,
+        fingerprint_samples: swin_umamba::plan::FOREGROUND_SAMPLES_TOTAL,
         raw: Some(raw),
         preprocessed: Some(dir.path().join("preprocessed")),
     };

@@ -23,6 +23,10 @@ pub struct PlanArgs {
     /// GPU memory target in GB for the patch and batch size (nnU-Net's default: 8).
     #[arg(long, default_value_t = 8.0)]
     pub gpu_memory_target: f64,
+    /// Foreground intensities sampled for the fingerprint over the whole dataset. The
+    /// default, nnU-Net's 1e8, reproduces its statistics exactly; fewer is faster.
+    #[arg(long, default_value_t = super::FOREGROUND_SAMPLES_TOTAL)]
+    pub fingerprint_samples: f64,
     /// Raw data folder; defaults to $nnUNet_raw.
     #[arg(long)]
     pub raw: Option<PathBuf>,
@@ -49,7 +53,7 @@ pub fn plan_dataset(args: &PlanArgs) -> anyhow::Result<PathBuf> {
         .map(|p| PlanOverride::load(p))
         .collect::<Result<_, _>>()?;
     let start = Instant::now();
-    let fingerprint = extract_fingerprint(&dataset)?;
+    let fingerprint = extract_fingerprint(&dataset, args.fingerprint_samples)?;
     let settings = PlannerSettings {
         gpu_memory_target_gb: args.gpu_memory_target,
         ..Default::default()

@@ -164,8 +164,13 @@ fn statistics(pairs: &mut [(f32, u64)]) -> IntensityProperties {
     }
 }
 
-/// Computes the fingerprint of a raw dataset, cases in parallel.
-pub fn extract_fingerprint(dataset: &RawDataset) -> Result<Fingerprint, PlanError> {
+/// Computes the fingerprint of a raw dataset, cases in parallel. `samples_total` foreground
+/// intensities are drawn over the whole dataset; [`FOREGROUND_SAMPLES_TOTAL`] reproduces
+/// nnU-Net's statistics exactly, fewer draws trade that for speed.
+pub fn extract_fingerprint(
+    dataset: &RawDataset,
+    samples_total: f64,
+) -> Result<Fingerprint, PlanError> {
     let cases = dataset.training_cases()?;
     if cases.is_empty() {
         return Err(crate::dataset::DatasetError::Integrity {
@@ -176,7 +181,7 @@ pub fn extract_fingerprint(dataset: &RawDataset) -> Result<Fingerprint, PlanErro
         }
         .into());
     }
-    let num_samples = (FOREGROUND_SAMPLES_TOTAL / cases.len() as f64).floor() as usize;
+    let num_samples = (samples_total / cases.len() as f64).floor() as usize;
     let results: Vec<CaseAnalysis> = cases
         .par_iter()
         .map(|c| analyze_case(c, num_samples))

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use fingerprint::{extract_fingerprint, Fingerprint, IntensityProperties};
+pub use fingerprint::{
+    extract_fingerprint, Fingerprint, IntensityProperties, FOREGROUND_SAMPLES_TOTAL,
+};
 pub use overrides::PlanOverride;
 pub use planner::{compute_new_shape, normalization_scheme, plan_experiment, PlannerSettings};
 pub use topology::{estimate_feature_map_size, get_pool_and_conv_props, PoolConvProps};

@@ -60,7 +60,9 @@ fn write_cell_label(path: &Path, mask_path: &Path, image: &Image) -> Result<(), 
 }
 
 /// Converts the scellseg layout (`<style>/NNN_img.png`, `<style>/NNN_masks.png`) into a
-/// three-class raw dataset; case ids are `<style>_NNN`. RGB images stay RGB.
+/// three-class raw dataset; case ids are `<style>_NNN`. Its images are 16-bit RGB PNGs;
+/// they are written as 8-bit RGB keeping the high byte of each value, which is what
+/// Pillow, and with it nnU-Net's `NaturalImage2DIO`, reads from such files.
 pub fn convert_scellseg(
     source: &Path,
     target: &ConvertTarget,
@@ -97,8 +99,11 @@ pub fn convert_scellseg(
     write_dataset(target, json, |w| {
         for (case, image_path, mask_path) in &pairs {
             let image = read_image(image_path)?;
-            if image.channels == 3 {
+            let is_8bit = image.data.iter().all(|&v| v <= 255.0);
+            if image.channels == 3 && is_8bit {
                 copy_file(image_path, &w.image_path(case, 0, ".png"))?;
+            } else if image.channels == 3 {
+                write_image_png(&w.image_path(case, 0, ".png"), &high_byte(&image))?;
             } else {
                 write_image_png(&w.image_path(case, 0, ".png"), &to_rgb8(&image))?;
             }
@@ -145,6 +150,12 @@ pub fn convert_neurips_cells(
         }
         Ok(images.len())
     })
+}
+
+/// Keeps the high byte of 16-bit values (`v >> 8`).
+fn high_byte(image: &Image) -> Image {
+    let data = image.data.iter().map(|&v| ((v as u32) >> 8) as f32).collect();
+    Image { data, ..image.clone() }
 }
 
 /// Percentiles of the nonzero values that [`to_rgb8`] maps to 0 and 255 (the NeurIPS
