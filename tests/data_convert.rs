@@ -221,7 +221,7 @@ fn endovis_instrument_folders_to_classes() {
         }
     });
     write_grey(&scissors.join("frame000.png"), 20, 8, |x, _| {
-        if x >= 8 && x < 14 {
+        if (8..14).contains(&x) {
             40
         } else {
             0

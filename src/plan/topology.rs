@@ -129,10 +129,14 @@ pub fn estimate_feature_map_size(
         stage_sizes.push(size.clone());
     }
     // Decoder stage s works at the resolution of encoder stage n_stages - 2 - s.
-    for s in 0..n_stages - 1 {
+    for (s, &n_conv) in n_conv_per_stage_decoder
+        .iter()
+        .enumerate()
+        .take(n_stages - 1)
+    {
         let k = n_stages - 2 - s;
         let skip = prod(&stage_sizes[k]);
-        total += n_conv_per_stage_decoder[s] * features_per_stage[k] * skip;
+        total += n_conv * features_per_stage[k] * skip;
         total += features_per_stage[k] * skip;
         if s == n_stages - 2 {
             total += num_classes * skip;

@@ -154,8 +154,15 @@ pub fn convert_neurips_cells(
 
 /// Keeps the high byte of 16-bit values (`v >> 8`).
 fn high_byte(image: &Image) -> Image {
-    let data = image.data.iter().map(|&v| ((v as u32) >> 8) as f32).collect();
-    Image { data, ..image.clone() }
+    let data = image
+        .data
+        .iter()
+        .map(|&v| ((v as u32) >> 8) as f32)
+        .collect();
+    Image {
+        data,
+        ..image.clone()
+    }
 }
 
 /// Percentiles of the nonzero values that [`to_rgb8`] maps to 0 and 255 (the NeurIPS
