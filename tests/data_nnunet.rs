@@ -149,8 +149,8 @@ fn check_fingerprint(run: &Run, exp: &Value) {
     assert_eq!(fp.shapes_after_crop, shapes);
     let relative = e["median_relative_size_after_cropping"].as_f64().unwrap();
     assert!((fp.median_relative_size_after_cropping - relative).abs() < 1e-12);
-    // nnU-Net averages in float32, so means and standard deviations differ in the 7th digit;
-    // medians, percentiles and extremes come from the same samples and match exactly.
+    // nnU-Net averages in float32, so means and standard deviations differ in the 7th
+    // digit. Medians, percentiles and extremes come from the same samples and match.
     for (channel, props) in &fp.foreground_intensity_properties_per_channel {
         let ep = &e["foreground_intensity_properties_per_channel"][channel];
         for (key, ours) in [

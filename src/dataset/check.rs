@@ -204,6 +204,18 @@ fn check_case(dataset: &RawDataset, case: &CaseFiles) -> (Vec<String>, bool) {
         ));
     }
     let label = raw.label.as_ref().expect("label exists");
+    let has_foreground = check_label(json, &label_path, label, image, &mut problems);
+    (problems, has_foreground)
+}
+
+/// Checks a label against its image and `dataset.json`; returns whether it has foreground.
+fn check_label(
+    json: &super::DatasetJson,
+    label_path: &std::path::Path,
+    label: &super::Image,
+    image: &super::Image,
+    problems: &mut Vec<String>,
+) -> bool {
     let label_format = FileFormat::from_path(&label_path);
     if label.channels != 1 {
         problems.push(format!(
@@ -283,7 +295,7 @@ fn check_case(dataset: &RawDataset, case: &CaseFiles) -> (Vec<String>, bool) {
     }
     let ignore = json.ignore_label();
     let has_foreground = found.iter().any(|&v| v > 0 && Some(v) != ignore);
-    (problems, has_foreground)
+    has_foreground
 }
 
 fn distinct_values(values: &[f32]) -> Vec<f32> {

@@ -46,7 +46,7 @@ impl FileFormat {
         Self::from_ending(&name[dot..])
     }
 
-    /// Whether the format stores 3D volumes.
+    /// Returns whether the format stores 3D volumes.
     pub fn is_volume(self) -> bool {
         self == Self::Nifti
     }

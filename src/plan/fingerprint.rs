@@ -1,7 +1,7 @@
 //! The dataset fingerprint (`dataset_fingerprint.json`), as nnU-Net v2's
-//! `DatasetFingerprintExtractor`: per case the spacing, the shape after cropping to the
-//! nonzero region and the relative size of that crop; per channel the intensity
-//! statistics of foreground voxels, sampled with replacement.
+//! `DatasetFingerprintExtractor` computes it. Per case it records the spacing, the shape
+//! after cropping to the nonzero region and the relative size of that crop. Per channel it
+//! records statistics of foreground intensities, sampled with replacement.
 
 use std::collections::BTreeMap;
 use std::path::Path;

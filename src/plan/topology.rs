@@ -1,5 +1,5 @@
 //! Network topology from spacing and patch size, and the feature-map size estimate that
-//! stands in for GPU memory. Both follow nnU-Net v2 2.8.1 (`get_pool_and_conv_props` in
+//! nnU-Net uses as a proxy for GPU memory. Both follow nnU-Net v2 2.8.1 (`get_pool_and_conv_props` in
 //! `network_topology.py`, `compute_conv_feature_map_size` of dynamic_network_architectures
 //! 0.4.4's `PlainConvUNet`), including their floating-point patch sizes.
 
@@ -18,7 +18,7 @@ pub struct PoolConvProps {
 
 /// Pools every axis whose spacing is within a factor 2 of the smallest and whose size
 /// stays at least `2 * min_feature_map_size` (or `3 *` when only one axis is left), until
-/// no axis can be pooled; kernel sizes switch from 1 to 3 once an axis' spacing comes
+/// no axis can be pooled. Kernel sizes switch from 1 to 3 once an axis' spacing comes
 /// within a factor 2 of the smallest.
 pub fn get_pool_and_conv_props(
     spacing: &[f64],
@@ -61,8 +61,8 @@ pub fn get_pool_and_conv_props(
             .copied()
             .fold(f64::INFINITY, f64::min);
         for d in 0..dim {
-            // NOTE: nnU-Net indexes the valid axes' spacings by the axis number d here;
-            // with fewer valid axes than dimensions Python raises IndexError, and this
+            // NOTE: nnU-Net indexes the valid axes' spacings by the axis number d here.
+            // With fewer valid axes than dimensions Python raises IndexError, but this
             // port leaves the kernel size unchanged instead.
             if kernel_size[d] != 3
                 && d < spacings_of_axes.len()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::random::RandomState;
 
-/// At most this many locations per class unless the coverage rule asks for more.
+/// Maximum locations per class, unless the coverage rule requires more.
 pub const MAX_SAMPLES_PER_CLASS: usize = 10_000;
 /// At least this fraction of a class's voxels is kept.
 pub const MIN_PERCENT_COVERAGE: f64 = 0.01;

@@ -148,6 +148,8 @@ pub fn preprocess_case(
         )
     };
     let class_locations = if label.is_some() {
+        // NOTE: nnU-Net samples regions (not single labels) for region-based datasets and
+        // adds a region of all labels when an ignore label exists; both are not sampled here.
         let classes: Vec<i64> = json.foreground_labels();
         sample_foreground_locations(&seg, new_shape, &classes)
     } else {
@@ -170,7 +172,7 @@ pub fn preprocess_case(
     })
 }
 
-/// A 2d configuration's spacing has two axes; the first (z) axis keeps the raw spacing.
+/// Extends a 2d configuration's two-axis spacing with the raw z spacing, which 2d keeps.
 fn full_target_spacing(config_spacing: &[f64], raw_spacing: &[f64]) -> Vec<f64> {
     if config_spacing.len() < raw_spacing.len() {
         let mut full = vec![raw_spacing[0]];
@@ -222,7 +224,7 @@ pub fn revert_to_raw_geometry(
 }
 
 /// Writes a case as `<case>.npy`, `<case>_seg.npy` and `<case>.json` in `folder`, each
-/// through a temporary name; the properties file is written last and marks the case done.
+/// through a temporary name. The properties file is written last and marks the case done.
 pub fn write_case(folder: &Path, id: &str, case: &PreprocessedCase) -> Result<(), PreprocessError> {
     let [z, y, x] = case.shape;
     let data_path = folder.join(format!("{id}.npy"));

@@ -41,7 +41,7 @@ impl RandomState {
         self.index = 0;
     }
 
-    /// The next 32-bit output (`genrand_int32`).
+    /// Returns the next 32-bit output (`genrand_int32`).
     pub fn next_u32(&mut self) -> u32 {
         if self.index >= N {
             self.generate();
@@ -61,7 +61,7 @@ impl RandomState {
         (hi << 32) | lo
     }
 
-    /// A uniform integer in `0..=max` by masked rejection, as numpy's `random_interval`.
+    /// Draws a uniform integer in `0..=max` by masked rejection, as numpy's `random_interval`.
     pub fn interval(&mut self, max: u64) -> u64 {
         if max == 0 {
             return 0;

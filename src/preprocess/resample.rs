@@ -3,7 +3,7 @@
 //! A 2d configuration keeps the z spacing, so only the in-plane axes change.
 //!
 //! NOTE: nnU-Net resamples images with third-order splines (`order: 3`, SciPy's zoom with
-//! edge mode); this port uses linear interpolation, so images that need resampling differ
+//! edge mode). This port uses linear interpolation, so images that need resampling differ
 //! slightly from nnU-Net's. Datasets already at the target spacing are not resampled.
 
 /// Resizes `channels` volumes of `shape` to `new_shape` with linear interpolation along

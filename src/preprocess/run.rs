@@ -13,7 +13,7 @@ use crate::plan::Plans;
 /// Name of the file recording which configuration a preprocessed folder was made with.
 const CONFIG_CHECKSUM_FILE: &str = "configuration.crc32c";
 
-/// What [`preprocess_dataset`] did.
+/// Case counts of a [`preprocess_dataset`] run.
 #[derive(Debug, Clone)]
 pub struct PreprocessSummary {
     pub output: PathBuf,

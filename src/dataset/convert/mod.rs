@@ -14,7 +14,7 @@ pub use volumes::{convert_amos, convert_chaos, convert_endovis2017};
 
 use super::{DatasetError, DatasetJson, LabelValue};
 
-/// Where a converter writes: `<raw>/DatasetXXX_Name`.
+/// Output location of a converter: `<raw>/DatasetXXX_Name`.
 #[derive(Debug, Clone)]
 pub struct ConvertTarget {
     pub raw_root: PathBuf,
