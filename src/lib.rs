@@ -6,11 +6,14 @@
 //! drives the whole chain over experiment grids.
 
 pub mod ablate;
+pub mod dataset;
 pub mod eval;
 pub mod infer;
 pub mod info;
 pub mod nets;
+pub mod plan;
 pub mod plot;
+pub mod preprocess;
 pub mod pretrain;
 pub mod scan;
 pub mod train;

@@ -27,6 +27,12 @@ enum Command {
     TrainFold(swin_umamba::train::cli::TrainFoldArgs),
     /// Inspect and convert checkpoint files (.pth, safetensors).
     Weights(swin_umamba::weights::cli::WeightsArgs),
+    /// Convert a dataset release layout or an images + masks folder to nnU-Net raw format.
+    Convert(swin_umamba::dataset::cli::ConvertArgs),
+    /// Extract the dataset fingerprint and write nnU-Net v2 plans (2d configuration).
+    Plan(swin_umamba::plan::cli::PlanArgs),
+    /// Preprocess a planned dataset into memory-mappable cases.
+    Preprocess(swin_umamba::preprocess::cli::PreprocessArgs),
 }
 
 fn main() -> Result<()> {
@@ -56,6 +62,9 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Info => println!("{}", swin_umamba::info::collect()),
         Command::Evaluate(args) => swin_umamba::eval::cli::run(args)?,
+        Command::Convert(args) => swin_umamba::dataset::cli::run(args)?,
+        Command::Plan(args) => swin_umamba::plan::cli::run(args)?,
+        Command::Preprocess(args) => swin_umamba::preprocess::cli::run(args)?,
     }
     Ok(())
 }
