@@ -78,19 +78,39 @@ fn reflect(i: i64, n: usize) -> usize {
 
 fn blur_axis(src: &[f32], dst: &mut [f32], h: usize, w: usize, kernel: &[f32], along_y: bool) {
     let half = (kernel.len() / 2) as i64;
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0.0f32;
+    if along_y {
+        // Row by row: dst row y = sum over k of kernel[k] · src row reflect(y + k - half).
+        for y in 0..h {
+            let out = &mut dst[y * w..(y + 1) * w];
+            out.fill(0.0);
             for (k, &weight) in kernel.iter().enumerate() {
-                let offset = k as i64 - half;
-                let v = if along_y {
-                    src[reflect(y as i64 + offset, h) * w + x]
-                } else {
-                    src[y * w + reflect(x as i64 + offset, w)]
-                };
-                acc += weight * v;
+                let row = reflect(y as i64 + k as i64 - half, h);
+                let input = &src[row * w..(row + 1) * w];
+                for (o, &v) in out.iter_mut().zip(input) {
+                    *o += weight * v;
+                }
             }
-            dst[y * w + x] = acc;
+        }
+        return;
+    }
+    let half_u = half as usize;
+    for y in 0..h {
+        let input = &src[y * w..(y + 1) * w];
+        let out = &mut dst[y * w..(y + 1) * w];
+        for (x, o) in out.iter_mut().enumerate() {
+            let interior = x >= half_u && x + half_u < w;
+            let mut acc = 0.0f32;
+            if interior {
+                let window = &input[x - half_u..x + half_u + 1];
+                for (&weight, &v) in kernel.iter().zip(window) {
+                    acc += weight * v;
+                }
+            } else {
+                for (k, &weight) in kernel.iter().enumerate() {
+                    acc += weight * input[reflect(x as i64 + k as i64 - half, w)];
+                }
+            }
+            *o = acc;
         }
     }
 }

@@ -6,9 +6,10 @@
 //! what `grid_sample(align_corners=False)` computes from batchgeneratorsv2's centred grid.
 //! Images are interpolated bilinearly with zero padding (batchgeneratorsv2's
 //! `mode_image='bilinear'`). Labels are never interpolated to new values: each label's
-//! indicator is interpolated bilinearly, scaled by 1000 and rounded to float16, and the
-//! largest wins (ties to the smallest label), as batchgeneratorsv2 does. Positions outside the
-//! input get label -1 (nnU-Net's `border_mode_seg='constant', padding_value_seg=-1`).
+//! indicator is interpolated bilinearly on the input padded with label -1 (nnU-Net's
+//! `border_mode_seg='constant', padding_value_seg=-1`), scaled by 1000 and rounded to float16,
+//! and the largest wins, ties going to the nearest pixel's label, as batchgeneratorsv2 0.3.6
+//! does. So a point up to half a pixel outside the input still takes the edge pixel's label.
 
 use rand::Rng;
 
@@ -68,20 +69,21 @@ pub fn center_crop(sample: &Sample, patch: [usize; 2]) -> Sample {
     let x0 = (sample.width / 2) as i64 - (w / 2) as i64;
     let mut image = vec![0.0f32; sample.channels * h * w];
     let mut seg = vec![-1i16; h * w];
-    for y in 0..h {
-        let sy = y0 + y as i64;
-        if sy < 0 || sy >= sample.height as i64 {
-            continue;
-        }
-        for x in 0..w {
-            let sx = x0 + x as i64;
-            if sx < 0 || sx >= sample.width as i64 {
-                continue;
-            }
-            let src = sy as usize * sample.width + sx as usize;
-            seg[y * w + x] = sample.seg[src];
+    // Overlap of the crop with the input, in crop coordinates.
+    let y_start = (-y0).max(0) as usize;
+    let y_end = (sample.height as i64 - y0).clamp(0, h as i64) as usize;
+    let x_start = (-x0).max(0) as usize;
+    let x_end = (sample.width as i64 - x0).clamp(0, w as i64) as usize;
+    if x_start < x_end {
+        let run = x_end - x_start;
+        for y in y_start..y_end {
+            let src = (y0 + y as i64) as usize * sample.width + (x0 + x_start as i64) as usize;
+            let dst = y * w + x_start;
+            seg[dst..dst + run].copy_from_slice(&sample.seg[src..src + run]);
             for c in 0..sample.channels {
-                image[(c * h + y) * w + x] = sample.image[c * sample.plane() + src];
+                let channel = sample.channel(c);
+                image[c * h * w + dst..c * h * w + dst + run]
+                    .copy_from_slice(&channel[src..src + run]);
             }
         }
     }
@@ -96,90 +98,226 @@ fn round_to_f16(v: f32) -> f32 {
     f32::from_bits((bits + 0x0FFF + lsb) & !0x1FFF)
 }
 
+/// batchgeneratorsv2 scales each label's indicator by this before interpolating, so that the
+/// float16 scores have a spacing of 0.5 or less.
+const SCORE_SCALE: f32 = 1000.0;
+
+/// Maps output pixels to input pixel coordinates (y, x) in float32, in the order
+/// batchgeneratorsv2 and `grid_sample` compute them, so that exact ties fall where they fall
+/// there.
+struct SourceGrid {
+    a: [[f32; 2]; 2],
+    half_out: [f32; 2],
+    input: [f32; 2],
+}
+
+impl SourceGrid {
+    fn new(patch: [usize; 2], input: [usize; 2], a: [[f64; 2]; 2]) -> SourceGrid {
+        SourceGrid {
+            a: [
+                [a[0][0] as f32, a[0][1] as f32],
+                [a[1][0] as f32, a[1][1] as f32],
+            ],
+            half_out: [(patch[0] as f32 - 1.0) / 2.0, (patch[1] as f32 - 1.0) / 2.0],
+            input: [input[0] as f32, input[1] as f32],
+        }
+    }
+
+    fn at(&self, i: usize, j: usize) -> [f32; 2] {
+        // The centred identity grid holds exact (half-)integers.
+        let gy = i as f32 - self.half_out[0];
+        let gx = j as f32 - self.half_out[1];
+        let [in_h, in_w] = self.input;
+        // grid @ A^T, then divide by half the input size (normalised grid_sample coordinates).
+        let ny = (gy * self.a[0][0] + gx * self.a[0][1]) / (in_h / 2.0);
+        let nx = (gy * self.a[1][0] + gx * self.a[1][1]) / (in_w / 2.0);
+        // grid_sample's unnormalisation with align_corners=False.
+        [
+            ((ny + 1.0) * in_h - 1.0) / 2.0,
+            ((nx + 1.0) * in_w - 1.0) / 2.0,
+        ]
+    }
+
+    /// Whether any sample point lies outside the pixel centres, with batchgeneratorsv2's
+    /// `_may_reach_outside` bound (the tighter of the two axes, applied to both). The map is
+    /// affine, so the patch corners hold the extremes.
+    fn may_reach_outside(&self, patch: [usize; 2]) -> bool {
+        let [in_h, in_w] = [self.input[0] as f64, self.input[1] as f64];
+        let bound = (1.0 - 1.0 / in_h).min(1.0 - 1.0 / in_w);
+        let corners = [
+            (0, 0),
+            (0, patch[1] - 1),
+            (patch[0] - 1, 0),
+            (patch[0] - 1, patch[1] - 1),
+        ];
+        corners.iter().any(|&(i, j)| {
+            let [y, x] = self.at(i, j);
+            let ny = (2.0 * y as f64 + 1.0) / in_h - 1.0;
+            let nx = (2.0 * x as f64 + 1.0) / in_w - 1.0;
+            ny.abs() > bound || nx.abs() > bound
+        })
+    }
+}
+
 fn resample(sample: &Sample, patch: [usize; 2], a: [[f64; 2]; 2]) -> Sample {
     let [h, w] = patch;
     let (in_h, in_w) = (sample.height, sample.width);
     let plane = sample.plane();
+    let grid = SourceGrid::new(patch, [in_h, in_w], a);
+
+    // Labels taking part in the vote: those in the input, plus the padding label when a
+    // sample point may reach outside the input.
+    let mut present = [false; 1 << 16];
+    for &v in &sample.seg {
+        present[v as u16 as usize] = true;
+    }
+    if grid.may_reach_outside(patch) {
+        present[PAD_LABEL as u16 as usize] = true;
+    }
+    let label_set: Vec<i16> = (i16::MIN..=i16::MAX)
+        .filter(|&l| present[l as u16 as usize])
+        .collect();
+
     let mut image = vec![0.0f32; sample.channels * h * w];
-    let mut seg = vec![-1i16; h * w];
-    let cy_out = (h as f64 - 1.0) / 2.0;
-    let cx_out = (w as f64 - 1.0) / 2.0;
-    let cy_in = (in_h as f64 - 1.0) / 2.0;
-    let cx_in = (in_w as f64 - 1.0) / 2.0;
-    let max_y = (in_h - 1) as f64;
-    let max_x = (in_w - 1) as f64;
-
+    let mut seg = vec![PAD_LABEL; h * w];
+    let (max_y, max_x) = (in_h as f32 - 1.0, in_w as f32 - 1.0);
     for i in 0..h {
-        let py = i as f64 - cy_out;
         for j in 0..w {
-            let px = j as f64 - cx_out;
-            let y = a[0][0] * py + a[0][1] * px + cy_in;
-            let x = a[1][0] * py + a[1][1] * px + cx_in;
             let out = i * w + j;
-
-            let y0f = y.floor();
-            let x0f = x.floor();
-            let (y0, x0) = (y0f as i64, x0f as i64);
-            let (fy, fx) = ((y - y0f) as f32, (x - x0f) as f32);
-            // Corners in order (y0,x0), (y0,x1), (y1,x0), (y1,x1) with bilinear weights.
-            let corners = [
-                (y0, x0, (1.0 - fy) * (1.0 - fx)),
-                (y0, x0 + 1, (1.0 - fy) * fx),
-                (y0 + 1, x0, fy * (1.0 - fx)),
-                (y0 + 1, x0 + 1, fy * fx),
+            let [y, x] = grid.at(i, j);
+            let (y0, x0) = (y.floor(), x.floor());
+            let (y1, x1) = (y0 + 1.0, x0 + 1.0);
+            // grid_sample's bilinear weights of the nw, ne, sw and se corners.
+            let weights = [
+                (x1 - x) * (y1 - y),
+                (x - x0) * (y1 - y),
+                (x1 - x) * (y - y0),
+                (x - x0) * (y - y0),
             ];
-            let mut offsets = [usize::MAX; 4];
-            for (k, &(cy, cx, _)) in corners.iter().enumerate() {
-                if cy >= 0 && cy < in_h as i64 && cx >= 0 && cx < in_w as i64 {
-                    offsets[k] = cy as usize * in_w + cx as usize;
+            if y0 >= 0.0 && x0 >= 0.0 && y1 <= max_y && x1 <= max_x {
+                // Fast path: all four corners inside the input.
+                let o = y0 as usize * in_w + x0 as usize;
+                let offsets = [o, o + 1, o + in_w, o + in_w + 1];
+                for c in 0..sample.channels {
+                    let src = &sample.image[c * plane..(c + 1) * plane];
+                    image[c * h * w + out] = weights[0] * src[offsets[0]]
+                        + weights[1] * src[offsets[1]]
+                        + weights[2] * src[offsets[2]]
+                        + weights[3] * src[offsets[3]];
                 }
+                let l = sample.seg[o];
+                if sample.seg[o + 1] == l
+                    && sample.seg[o + in_w] == l
+                    && sample.seg[o + in_w + 1] == l
+                {
+                    seg[out] = l;
+                    continue;
+                }
+                let offsets = offsets.map(Some);
+                seg[out] = vote_label(
+                    &sample.seg,
+                    &label_set,
+                    &offsets,
+                    &weights,
+                    [y, x],
+                    [in_h, in_w],
+                );
+                continue;
             }
+            let corners = [(y0, x0), (y0, x1), (y1, x0), (y1, x1)];
+            let offsets = corners.map(|(cy, cx)| {
+                let inside = cy >= 0.0 && cy < in_h as f32 && cx >= 0.0 && cx < in_w as f32;
+                inside.then(|| cy as usize * in_w + cx as usize)
+            });
             for c in 0..sample.channels {
                 let src = &sample.image[c * plane..(c + 1) * plane];
                 let mut v = 0.0f32;
-                for k in 0..4 {
-                    if offsets[k] != usize::MAX {
-                        v += corners[k].2 * src[offsets[k]];
+                for (offset, weight) in offsets.iter().zip(&weights) {
+                    if let Some(o) = offset {
+                        v += weight * src[*o];
                     }
                 }
                 image[c * h * w + out] = v;
             }
-
-            // Outside the pixel centres of the input the label is -1 (already filled).
-            if y < 0.0 || y > max_y || x < 0.0 || x > max_x {
-                continue;
-            }
-            seg[out] = vote_label(&sample.seg, &offsets, &corners);
+            seg[out] = vote_label(
+                &sample.seg,
+                &label_set,
+                &offsets,
+                &weights,
+                [y, x],
+                [in_h, in_w],
+            );
         }
     }
     Sample::new(image, seg, sample.channels, h, w)
 }
 
-/// The label with the largest interpolated indicator among the in-bounds corners.
-fn vote_label(seg: &[i16], offsets: &[usize; 4], corners: &[(i64, i64, f32); 4]) -> i16 {
-    let mut labels = [0i16; 4];
+/// The padding label outside the input (nnU-Net's `padding_value_seg=-1`).
+const PAD_LABEL: i16 = -1;
+
+/// The label with the largest interpolated indicator; corners outside the input count as
+/// the padding label. Ties go to the nearest pixel's label when it is among the tied ones
+/// (batchgeneratorsv2's default `seg_tiebreak='nearest'`), otherwise to the smallest label.
+fn vote_label(
+    seg: &[i16],
+    label_set: &[i16],
+    offsets: &[Option<usize>; 4],
+    weights: &[f32; 4],
+    point: [f32; 2],
+    input: [usize; 2],
+) -> i16 {
+    if label_set.len() == 1 {
+        return label_set[0];
+    }
     let mut scores = [0.0f32; 4];
+    let mut labels = [0i16; 4];
     let mut n = 0;
-    for k in 0..4 {
-        if offsets[k] == usize::MAX {
-            continue;
-        }
-        let label = seg[offsets[k]];
+    for (offset, weight) in offsets.iter().zip(weights) {
+        let label = offset.map_or(PAD_LABEL, |o| seg[o]);
         match labels[..n].iter().position(|&l| l == label) {
-            Some(p) => scores[p] += corners[k].2,
+            Some(p) => scores[p] += weight * SCORE_SCALE,
             None => {
                 labels[n] = label;
-                scores[n] = corners[k].2;
+                scores[n] = weight * SCORE_SCALE;
                 n += 1;
             }
         }
     }
-    let mut best = (f32::NEG_INFINITY, i16::MAX);
-    for k in 0..n {
-        let score = round_to_f16(scores[k] * 1000.0);
-        if score > best.0 || (score == best.0 && labels[k] < best.1) {
-            best = (score, labels[k]);
+    let score_of = |label: i16| {
+        labels[..n]
+            .iter()
+            .position(|&l| l == label)
+            .map_or(0.0, |p| round_to_f16(scores[p]))
+    };
+    let nearest = || {
+        let (ny, nx) = (point[0].round_ties_even(), point[1].round_ties_even());
+        let inside = ny >= 0.0 && ny < input[0] as f32 && nx >= 0.0 && nx < input[1] as f32;
+        if inside {
+            seg[ny as usize * input[1] + nx as usize]
+        } else {
+            PAD_LABEL
         }
+    };
+
+    if label_set.len() == 2 {
+        // batchgeneratorsv2's two-label shortcut: the larger label wins above half the scale.
+        let high = score_of(label_set[1]);
+        return match high.partial_cmp(&(SCORE_SCALE / 2.0)) {
+            Some(std::cmp::Ordering::Greater) => label_set[1],
+            Some(std::cmp::Ordering::Less) => label_set[0],
+            _ => nearest(),
+        };
+    }
+    let mut best = (f32::NEG_INFINITY, PAD_LABEL);
+    for &label in label_set {
+        let score = score_of(label);
+        if score > best.0 {
+            best = (score, label);
+        }
+    }
+    let nearest_label = nearest();
+    if score_of(nearest_label) == best.0 && label_set.contains(&nearest_label) {
+        return nearest_label;
     }
     best.1
 }
@@ -249,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_stay_in_set_and_border_is_minus_one() {
+    fn labels_stay_in_set_and_outside_is_minus_one() {
         let s = ramp(1, 20, 20);
         let t = transform([24, 24]);
         let params = SpatialParams {
