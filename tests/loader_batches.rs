@@ -187,3 +187,39 @@ fn bad_case_errors_name_file() {
         .unwrap();
     assert!(missing.to_string().contains("kvasir_777"));
 }
+
+#[test]
+fn direct_crop_read_equals_window_crop() {
+    use swin_umamba::train::augment::spatial::center_crop;
+    use swin_umamba::train::augment::Sample;
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = write_dataset(dir.path(), 1);
+    let cases = CaseFolder::open(&dataset.join("nnUNetPlans_2d"), None).unwrap();
+    let case = &cases.cases[0];
+    let (window, patch) = ([94, 94], PATCH);
+    // Corners inside, across the upper-left edge and across the lower-right edge.
+    for (y0, x0) in [(5i64, 9i64), (-20, -7), (30, 60)] {
+        let mut image = vec![0.0; 3 * window[0] * window[1]];
+        let mut seg = vec![0; window[0] * window[1]];
+        case.read_window(0, y0, x0, window[0], window[1], &mut image, &mut seg);
+        let cropped = center_crop(&Sample::new(image, seg, 3, window[0], window[1]), patch);
+
+        let (dy, dx) = (
+            (window[0] / 2 - patch[0] / 2) as i64,
+            (window[1] / 2 - patch[1] / 2) as i64,
+        );
+        let mut image = vec![0.0; 3 * patch[0] * patch[1]];
+        let mut seg = vec![0; patch[0] * patch[1]];
+        case.read_window(
+            0,
+            y0 + dy,
+            x0 + dx,
+            patch[0],
+            patch[1],
+            &mut image,
+            &mut seg,
+        );
+        assert_eq!(cropped.image, image, "corner ({y0}, {x0})");
+        assert_eq!(cropped.seg, seg, "corner ({y0}, {x0})");
+    }
+}

@@ -4,7 +4,7 @@
 
 use rand::Rng;
 
-use super::contrast::min_max;
+use super::contrast::{min_max, sum, sum_squared_deviations};
 use super::random::{bg_contrast, chance};
 use super::{pick_channels, Sample};
 
@@ -58,9 +58,9 @@ impl Gamma {
 
 fn mean_std(x: &[f32]) -> (f32, f32) {
     let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    let mean = sum(x) / n;
     // torch.std is the unbiased (N - 1) estimate.
+    let var = sum_squared_deviations(x, mean) / (n - 1.0).max(1.0);
     (mean as f32, var.sqrt() as f32)
 }
 

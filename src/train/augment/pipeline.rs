@@ -13,7 +13,7 @@ use super::low_resolution::SimulateLowResolution;
 use super::mirror::Mirror;
 use super::noise::GaussianNoise;
 use super::remove_label::replace_label;
-use super::spatial::SpatialTransform;
+use super::spatial::{SpatialParams, SpatialTransform};
 use super::{LabelMap, Sample, Stage, StageTimes};
 
 /// The padding label the loader writes outside the image; nnU-Net's `RemoveLabelTansform(-1, 0)`
@@ -89,10 +89,27 @@ impl TrainingTransforms {
     /// Runs the chain on one sample (the enlarged patch); the result has the network patch
     /// size and label -1 replaced by 0.
     pub fn apply<R: Rng>(&self, sample: Sample, rng: &mut R, times: &mut StageTimes) -> Sample {
-        let channels = sample.channels;
         let params = self.spatial.sample(rng);
-        let mut s = times.time(Stage::Spatial, || self.spatial.apply(&params, &sample));
-        drop(sample);
+        self.apply_with_spatial(&params, sample, rng, times)
+    }
+
+    /// Runs the chain with spatial parameters drawn beforehand. Without rotation and scaling,
+    /// `sample` may already be the centre crop of the network patch size, which the loader
+    /// reads directly to save a copy.
+    pub fn apply_with_spatial<R: Rng>(
+        &self,
+        params: &SpatialParams,
+        sample: Sample,
+        rng: &mut R,
+        times: &mut StageTimes,
+    ) -> Sample {
+        let channels = sample.channels;
+        let identity = params.angle.is_none() && params.scale.is_none();
+        let mut s = if identity && [sample.height, sample.width] == self.spatial.patch_size {
+            sample
+        } else {
+            times.time(Stage::Spatial, || self.spatial.apply(params, &sample))
+        };
 
         let start = Instant::now();
         if let Some(p) = self.noise.sample(rng, channels) {
@@ -155,9 +172,27 @@ impl Transforms {
         rng: &mut R,
         times: &mut StageTimes,
     ) -> Augmented {
-        let sample = match self {
-            Transforms::Training(t) => t.apply(sample, rng, times),
-            Transforms::Validation => {
+        let spatial = match self {
+            Transforms::Training(t) => Some(t.spatial.sample(rng)),
+            Transforms::Validation => None,
+        };
+        self.apply_with_spatial(spatial.as_ref(), sample, scales, rng, times)
+    }
+
+    /// As [`Transforms::apply`], with the spatial parameters drawn beforehand (`None` for the
+    /// validation chain).
+    pub fn apply_with_spatial<R: Rng>(
+        &self,
+        spatial: Option<&SpatialParams>,
+        sample: Sample,
+        scales: &[[f64; 2]],
+        rng: &mut R,
+        times: &mut StageTimes,
+    ) -> Augmented {
+        let sample = match (self, spatial) {
+            (Transforms::Training(t), Some(p)) => t.apply_with_spatial(p, sample, rng, times),
+            (Transforms::Training(t), None) => t.apply(sample, rng, times),
+            (Transforms::Validation, _) => {
                 let mut s = sample;
                 times.time(Stage::RemoveLabel, || {
                     replace_label(&mut s.seg, PADDING_LABEL, 0)

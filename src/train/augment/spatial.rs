@@ -185,7 +185,7 @@ fn resample(sample: &Sample, patch: [usize; 2], a: [[f64; 2]; 2]) -> Sample {
         for j in 0..w {
             let out = i * w + j;
             let [y, x] = grid.at(i, j);
-            let (y0, x0) = (y.floor(), x.floor());
+            let (y0, x0) = (floor(y), floor(x));
             let (y1, x1) = (y0 + 1.0, x0 + 1.0);
             // grid_sample's bilinear weights of the nw, ne, sw and se corners.
             let weights = [
@@ -250,6 +250,16 @@ fn resample(sample: &Sample, patch: [usize; 2], a: [[f64; 2]; 2]) -> Sample {
         }
     }
     Sample::new(image, seg, sample.channels, h, w)
+}
+
+/// `f32::floor` without a libm call (the default x86-64 target lacks SSE4.1's `roundss`).
+fn floor(v: f32) -> f32 {
+    let t = v as i32 as f32;
+    if t > v {
+        t - 1.0
+    } else {
+        t
+    }
 }
 
 /// The padding label outside the input (nnU-Net's `padding_value_seg=-1`).
