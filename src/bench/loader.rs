@@ -123,13 +123,31 @@ pub fn run(args: LoaderBenchArgs) -> anyhow::Result<()> {
         loader.next().context("the loader ended during warm-up")??;
     }
     let start = Instant::now();
+    let cpu_start = process_cpu_seconds();
     let mut times = StageTimes::default();
     for batch in loader.by_ref() {
         times.merge(&batch?.times);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu_start;
     report(&times, args.batches, batch_size, elapsed, workers);
+    println!(
+        "process CPU time (all threads): {:.1} ms/batch, so about {:.1} batches/s per fully used core",
+        1e3 * cpu / args.batches as f64,
+        args.batches as f64 / cpu.max(1e-9)
+    );
     Ok(())
+}
+
+/// User plus system CPU time of this process, all threads, in seconds.
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 fn report(times: &StageTimes, batches: u64, batch_size: usize, elapsed: f64, workers: usize) {
@@ -139,7 +157,9 @@ fn report(times: &StageTimes, batches: u64, batch_size: usize, elapsed: f64, wor
         per_second * batch_size as f64
     );
     let worker_total = times.total().as_secs_f64();
-    println!("worker time per stage (summed over {workers} workers; share of all worker time):");
+    println!(
+        "wall time per stage, summed over {workers} workers (inflated when cores are shared):"
+    );
     for stage in Stage::ALL {
         let t = times.get(stage).as_secs_f64();
         println!(

@@ -51,6 +51,7 @@ impl Contrast {
 /// Lanes of the reductions below: independent accumulators let the compiler vectorise.
 const LANES: usize = 8;
 
+#[inline(always)]
 pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
     let mut lo = [f32::INFINITY; LANES];
     let mut hi = [f32::NEG_INFINITY; LANES];
@@ -71,6 +72,7 @@ pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
 }
 
 /// Sum in f64, accumulated in lanes.
+#[inline(always)]
 pub(crate) fn sum(x: &[f32]) -> f64 {
     let mut acc = [0.0f64; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -84,6 +86,7 @@ pub(crate) fn sum(x: &[f32]) -> f64 {
 }
 
 /// Sum of squared deviations from `mean` in f64, accumulated in lanes.
+#[inline(always)]
 pub(crate) fn sum_squared_deviations(x: &[f32], mean: f64) -> f64 {
     let mut acc = [0.0f64; LANES];
     let chunks = x.chunks_exact(LANES);

@@ -56,6 +56,7 @@ impl Gamma {
     }
 }
 
+#[inline(always)]
 fn mean_std(x: &[f32]) -> (f32, f32) {
     let n = x.len() as f64;
     let mean = sum(x) / n;
@@ -65,6 +66,24 @@ fn mean_std(x: &[f32]) -> (f32, f32) {
 }
 
 fn apply_channel(x: &mut [f32], p: &ChannelGamma) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked on the line above.
+        return unsafe { apply_channel_avx2(x, p) };
+    }
+    apply_channel_portable(x, p);
+}
+
+/// The same code compiled for AVX2, so the loops run eight lanes wide; Rust does not fuse
+/// multiply-adds on its own, so the results equal the portable version's.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn apply_channel_avx2(x: &mut [f32], p: &ChannelGamma) {
+    apply_channel_portable(x, p);
+}
+
+#[inline(always)]
+fn apply_channel_portable(x: &mut [f32], p: &ChannelGamma) {
     if p.invert {
         x.iter_mut().for_each(|v| *v = -*v);
     }
@@ -74,7 +93,7 @@ fn apply_channel(x: &mut [f32], p: &ChannelGamma) {
     let denominator = range.max(EPSILON);
     let gamma = p.gamma as f32;
     for v in x.iter_mut() {
-        *v = ((*v - lo) / denominator).powf(gamma) * range + lo;
+        *v = pow_unit((*v - lo) / denominator, gamma) * range + lo;
     }
     if let Some((mean, std)) = stats {
         let (mean_now, std_now) = mean_std(x);
@@ -87,9 +106,73 @@ fn apply_channel(x: &mut [f32], p: &ChannelGamma) {
     }
 }
 
+/// `x^g` for `x` in [0, 1] and `g > 0`, as `2^(g · log2 x)` with branch-free polynomials so
+/// that the loop vectorises; the relative error is below 2e-6 (see the test), against
+/// libm's `powf`, which took a fifth of the loader's time in a profile of `bench loader`.
+#[inline(always)]
+fn pow_unit(x: f32, g: f32) -> f32 {
+    // log2 x: x = m · 2^e with m in [sqrt(1/2), sqrt(2)), ln m from the atanh series.
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let big = m > std::f32::consts::SQRT_2;
+    m = if big { m * 0.5 } else { m };
+    e += big as i32;
+    let t = (m - 1.0) / (m + 1.0);
+    let t2 = t * t;
+    let series = 1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0))));
+    let log2 = e as f32 + 2.0 * t * series * std::f32::consts::LOG2_E;
+
+    // 2^y: y = n + f with n the nearest integer and f in [-1/2, 1/2].
+    // Clamping also maps NaN to -126, so the unchecked conversions below stay in range.
+    let y = (g * log2).clamp(-126.0, 0.0);
+    let shifted = y + 0.5;
+    // SAFETY: `shifted` is finite and in [-125.5, 0.5], so it fits in an i32.
+    let truncated = unsafe { shifted.to_int_unchecked::<i32>() } as f32;
+    let n = if truncated > shifted {
+        truncated - 1.0
+    } else {
+        truncated
+    };
+    let f = (y - n) * std::f32::consts::LN_2;
+    let poly = 1.0
+        + f * (1.0
+            + f * (1.0 / 2.0
+                + f * (1.0 / 6.0
+                    + f * (1.0 / 24.0
+                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+    // SAFETY: `n` is an integer in [-126, 0].
+    let scale = f32::from_bits(((unsafe { n.to_int_unchecked::<i32>() } + 127) as u32) << 23);
+    // Subnormal and zero inputs give 0, as x^g underflows for them.
+    if bits < 0x0080_0000 {
+        0.0
+    } else {
+        poly * scale
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pow_unit_matches_powf() {
+        let mut max_rel = 0.0f64;
+        for i in 0..=20_000 {
+            let x = i as f32 / 20_000.0;
+            for g in [0.7f32, 0.93, 1.0, 1.21, 1.5] {
+                let exact = (x as f64).powf(g as f64);
+                let rel = ((pow_unit(x, g) as f64 - exact).abs() / exact.max(1e-30)).min(1.0);
+                if exact > 1e-30 {
+                    max_rel = max_rel.max(rel);
+                }
+            }
+        }
+        println!("max relative error {max_rel:.2e}");
+        assert!(max_rel < 2e-6);
+        assert_eq!(pow_unit(0.0, 0.7), 0.0);
+        assert_eq!(pow_unit(1.0, 1.3), 1.0);
+    }
 
     #[test]
     fn gamma_keeps_range_and_stats() {
