@@ -6,6 +6,7 @@
 //! drives the whole chain over experiment grids.
 
 pub mod ablate;
+pub mod bench;
 pub mod dataset;
 pub mod eval;
 pub mod infer;

@@ -33,6 +33,9 @@ enum Command {
     Plan(swin_umamba::plan::cli::PlanArgs),
     /// Preprocess a planned dataset into memory-mappable cases.
     Preprocess(swin_umamba::preprocess::cli::PreprocessArgs),
+    /// Measure the throughput of a pipeline stage.
+    #[command(subcommand)]
+    Bench(swin_umamba::bench::BenchCommand),
 }
 
 fn main() -> Result<()> {
@@ -65,6 +68,7 @@ fn main() -> Result<()> {
         Command::Convert(args) => swin_umamba::dataset::cli::run(args)?,
         Command::Plan(args) => swin_umamba::plan::cli::run(args)?,
         Command::Preprocess(args) => swin_umamba::preprocess::cli::run(args)?,
+        Command::Bench(command) => swin_umamba::bench::run(command)?,
     }
     Ok(())
 }

@@ -12,3 +12,7 @@ pub mod precision;
 pub mod schedule;
 pub mod synthetic;
 pub mod trainer;
+//! Training: the data pipeline that turns preprocessed cases into augmented batches.
+
+pub mod augment;
+pub mod loader;
