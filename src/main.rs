@@ -33,6 +33,9 @@ enum Command {
     Plan(swin_umamba::plan::cli::PlanArgs),
     /// Preprocess a planned dataset into memory-mappable cases.
     Preprocess(swin_umamba::preprocess::cli::PreprocessArgs),
+    /// Score predictions against references: nnU-Net's metrics, Swin-UMamba's DSC and NSD,
+    /// cell F1.
+    Evaluate(swin_umamba::eval::cli::EvaluateArgs),
     /// Measure the throughput of a pipeline stage.
     #[command(subcommand)]
     Bench(swin_umamba::bench::BenchCommand),
@@ -45,7 +48,7 @@ fn main() -> Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(swin_umamba::eval::cli::nnunet_style_args(std::env::args()));
     match cli.command {
         Command::Info => println!("{}", swin_umamba::info::collect()),
         Command::Pretrain(args) => swin_umamba::pretrain::cli::run(args)?,
@@ -55,15 +58,6 @@ fn main() -> Result<()> {
         Command::Forward(args) => swin_umamba::nets::cli::run_forward(args)?,
         Command::TrainFold(args) => swin_umamba::train::cli::run(args)?,
         Command::Weights(args) => swin_umamba::weights::cli::run(args)?,
-    /// Score predictions against references: nnU-Net's metrics, Swin-UMamba's DSC and NSD,
-    /// cell F1.
-    Evaluate(swin_umamba::eval::cli::EvaluateArgs),
-}
-
-fn main() -> Result<()> {
-    let cli = Cli::parse_from(swin_umamba::eval::cli::nnunet_style_args(std::env::args()));
-    match cli.command {
-        Command::Info => println!("{}", swin_umamba::info::collect()),
         Command::Evaluate(args) => swin_umamba::eval::cli::run(args)?,
         Command::Convert(args) => swin_umamba::dataset::cli::run(args)?,
         Command::Plan(args) => swin_umamba::plan::cli::run(args)?,

@@ -1,9 +1,12 @@
-//! Training: loss, optimisers, learning-rate schedules, trainers, checkpoints and logs.
+//! Training: the data pipeline that turns preprocessed cases into augmented batches, the
+//! loss, optimisers, learning-rate schedules, trainers, checkpoints and logs.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod loader;
 pub mod logging;
 pub mod loss;
 pub mod network;
@@ -12,7 +15,3 @@ pub mod precision;
 pub mod schedule;
 pub mod synthetic;
 pub mod trainer;
-//! Training: the data pipeline that turns preprocessed cases into augmented batches.
-
-pub mod augment;
-pub mod loader;
