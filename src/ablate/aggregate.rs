@@ -38,22 +38,19 @@ pub struct DatasetTable {
     pub rows: Vec<TableRow>,
 }
 
-/// Keys that the `evaluate` summary uses for each metric in `foreground_mean`.
-fn metric_keys(metric: &str) -> &'static [&'static str] {
-    match metric {
-        "dice" => &["DSC", "Dice"],
-        "nsd" => &["NSD"],
-        "f1" => &["F1"],
-        _ => &[],
-    }
-}
-
-/// Reads one metric's value from a cell's `summary.json`, or None when absent.
+/// Reads one metric's value from a cell's `summary.json`, or None when absent: the
+/// paper's DSC and NSD from `paper_metrics.overall`, the cell F1 from `cell_f1.mean`, and
+/// nnU-Net's foreground-mean Dice when the paper's DSC was not computed.
 pub fn read_metric(summary: &serde_json::Value, metric: &str) -> Option<f64> {
-    let mean = summary.get("foreground_mean")?;
-    metric_keys(metric)
-        .iter()
-        .find_map(|key| mean.get(*key).and_then(|v| v.as_f64()))
+    let value = match metric {
+        "dice" => summary
+            .pointer("/paper_metrics/overall/DSC")
+            .or_else(|| summary.pointer("/foreground_mean/Dice")),
+        "nsd" => summary.pointer("/paper_metrics/overall/NSD"),
+        "f1" => summary.pointer("/cell_f1/mean/F1"),
+        _ => None,
+    };
+    value.and_then(|v| v.as_f64()).filter(|v| v.is_finite())
 }
 
 fn mean_and_std(values: &[f64]) -> (f64, f64) {

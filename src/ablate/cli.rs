@@ -81,7 +81,15 @@ pub fn run(args: AblateArgs) -> Result<()> {
             task_list.len(),
             layout.root.display()
         );
-        let summary = runner::run_tasks(&binary, &task_list, args.jobs)?;
+        let summary = {
+            tasks::write_budget_overrides(&experiment, &layout).with_context(|| {
+                format!(
+                    "cannot write plan overrides under {}",
+                    layout.root.display()
+                )
+            })?;
+            runner::run_tasks(&binary, &task_list, args.jobs)?
+        };
         let failed = summary.failed();
         write_tables(&experiment, &layout, &cells)?;
         if !failed.is_empty() {

@@ -111,7 +111,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!("demo: synthetic data, CPU-sized budget (see experiments/demo.yaml)");
     write_sources(&experiment)?;
     let binary = std::env::current_exe().context("cannot locate the swin-umamba executable")?;
-    let summary = runner::run_tasks(&binary, &task_list, args.jobs)?;
+    let summary = {
+        tasks::write_budget_overrides(&experiment, &layout).with_context(|| {
+            format!(
+                "cannot write plan overrides under {}",
+                layout.root.display()
+            )
+        })?;
+        runner::run_tasks(&binary, &task_list, args.jobs)?
+    };
     write_tables(&experiment, &layout, &cells)?;
     println!("raw data    {}", layout.raw.display());
     println!("preprocessed {}", layout.preprocessed.display());

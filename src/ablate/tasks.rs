@@ -85,7 +85,7 @@ pub fn build_tasks(experiment: &Experiment, layout: &Layout, cells: &[Cell]) -> 
         }
     }
     for dataset in datasets {
-        tasks.push(prepare_task(layout, dataset));
+        tasks.push(prepare_task(experiment, layout, dataset));
     }
     for init in inits {
         tasks.push(pretrain_task(experiment, layout, init));
@@ -100,7 +100,7 @@ pub fn build_tasks(experiment: &Experiment, layout: &Layout, cells: &[Cell]) -> 
     tasks
 }
 
-fn prepare_task(layout: &Layout, dataset: &DatasetSpec) -> Task {
+fn prepare_task(experiment: &Experiment, layout: &Layout, dataset: &DatasetSpec) -> Task {
     let id = dataset.id.to_string();
     let mut commands = Vec::new();
     let raw_folder = layout.raw.join(dataset.folder_name());
@@ -108,10 +108,16 @@ fn prepare_task(layout: &Layout, dataset: &DatasetSpec) -> Task {
         if !raw_folder.join("dataset.json").exists() {
             let mut args = vec![
                 "convert".to_string(),
+                "--layout".into(),
                 convert.from.clone(),
+                "--source".into(),
                 path_arg(&convert.source),
-                "--output".into(),
-                path_arg(&raw_folder),
+                "--id".into(),
+                id.clone(),
+                "--name".into(),
+                dataset.name.clone(),
+                "--raw".into(),
+                path_arg(&layout.raw),
             ];
             args.extend(convert.extra_args.iter().cloned());
             commands.push(args);
@@ -124,7 +130,13 @@ fn prepare_task(layout: &Layout, dataset: &DatasetSpec) -> Task {
         "--verify-dataset-integrity".into(),
     ];
     if let Some(overrides) = &dataset.plan_overrides {
-        plan.extend(["--overrides".into(), path_arg(overrides)]);
+        plan.extend(["--override".into(), path_arg(overrides)]);
+    }
+    if experiment.training.patch_size.is_some() || experiment.training.batch_size.is_some() {
+        plan.extend([
+            "--override".into(),
+            path_arg(&budget_override_path(layout, dataset)),
+        ]);
     }
     commands.push(plan);
     commands.push(vec!["preprocess".into(), "-d".into(), id]);
@@ -136,6 +148,41 @@ fn prepare_task(layout: &Layout, dataset: &DatasetSpec) -> Task {
         env: nnunet_env(layout, None),
         dir: layout.dataset_dir(dataset),
     }
+}
+
+/// Plan override that applies the grid's patch and batch size, written by
+/// [`write_budget_overrides`] before the tasks run.
+pub fn budget_override_path(layout: &Layout, dataset: &DatasetSpec) -> PathBuf {
+    layout
+        .dataset_dir(dataset)
+        .join("training_budget_override.yaml")
+}
+
+/// Writes the plan override YAML of every dataset whose grid sets a patch or batch size.
+pub fn write_budget_overrides(experiment: &Experiment, layout: &Layout) -> std::io::Result<()> {
+    let budget = &experiment.training;
+    if budget.patch_size.is_none() && budget.batch_size.is_none() {
+        return Ok(());
+    }
+    for dataset in &experiment.datasets {
+        let path = budget_override_path(layout, dataset);
+        std::fs::create_dir_all(path.parent().expect("override path has a folder"))?;
+        let mut text = format!(
+            "# Written by `swin-umamba ablate` from the training budget of `{}`.\nbase: 2d\nsource: training budget of experiment {}\n",
+            experiment.name, experiment.name
+        );
+        if let Some(patch) = &budget.patch_size {
+            let sizes: Vec<String> = patch.iter().map(|v| v.to_string()).collect();
+            text.push_str(&format!("patch_size: [{}]\n", sizes.join(", ")));
+        }
+        if let Some(batch) = budget.batch_size {
+            text.push_str(&format!("batch_size: {batch}\n"));
+        }
+        let temporary = path.with_extension("yaml.tmp");
+        std::fs::write(&temporary, text)?;
+        std::fs::rename(&temporary, &path)?;
+    }
+    Ok(())
 }
 
 fn pretrain_task(experiment: &Experiment, layout: &Layout, init: &Initialisation) -> Task {
@@ -207,34 +254,20 @@ fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
     if let Some(checkpoint) = init_checkpoint(layout, &cell.initialisation) {
         args.extend(["--pretrained".into(), path_arg(&checkpoint)]);
     }
+    let stop_epoch = budget
+        .stop_epochs
+        .get(&cell.model)
+        .or(budget.stop_epoch.as_ref());
     let optional = [
-        ("--epochs", budget.epochs.map(|v| v.to_string())),
-        (
-            "--stop-epoch",
-            budget
-                .stop_epochs
-                .get(&cell.model)
-                .or(budget.stop_epoch.as_ref())
-                .map(|v| v.to_string()),
-        ),
-        (
-            "--iterations-per-epoch",
-            budget.iterations_per_epoch.map(|v| v.to_string()),
-        ),
-        (
-            "--val-iterations-per-epoch",
-            budget.val_iterations_per_epoch.map(|v| v.to_string()),
-        ),
-        ("--batch-size", budget.batch_size.map(|v| v.to_string())),
+        ("--epochs", budget.epochs),
+        ("--stop-epoch", stop_epoch.copied()),
+        ("--iterations", budget.iterations_per_epoch),
+        ("--val-iterations", budget.val_iterations_per_epoch),
     ];
     for (flag, value) in optional {
         if let Some(value) = value {
-            args.extend([flag.to_string(), value]);
+            args.extend([flag.to_string(), value.to_string()]);
         }
-    }
-    if let Some(patch) = &budget.patch_size {
-        args.push("--patch-size".into());
-        args.extend(patch.iter().map(|v| v.to_string()));
     }
     if layout
         .fold_dir(cell)
