@@ -18,7 +18,7 @@ use super::trainer::{by_name, TrainerConfig};
 /// Network trained by `--synthetic` runs.
 pub const SYNTHETIC_MODEL: &str = "tiny-unet";
 
-/// Where the cosine or poly schedule is laid.
+/// Span of epochs the learning-rate schedule is laid over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScheduleSpan {
     /// Over the trainer's full epoch count, as the official code does (the published

@@ -200,6 +200,7 @@ fn resume(
         log.line("--continue: no checkpoint found, starting a new run")?;
         return Ok(());
     };
+
     let loaded = checkpoint::load(&sidecar)?;
     let state = loaded.state;
     if state.trainer.name != spec.trainer.name || state.plan != spec.plan {
@@ -212,6 +213,7 @@ fn resume(
             ),
         });
     }
+
     checkpoint::load_weights(net.var_store(), &loaded.weights, true, &sidecar)?;
     optimizer.load_state(&state.optimizer_steps, loaded.optimizer, spec.device)?;
     if scaler.is_some() {
@@ -222,6 +224,7 @@ fn resume(
     progress.history = state.history;
     progress.best_ema = state.best_ema;
     progress.nonfinite_steps_total = state.nonfinite_steps_total;
+
     log.line(&format!(
         "continuing from {} at epoch {} with seed {}",
         sidecar.display(),
