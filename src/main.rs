@@ -14,14 +14,14 @@ enum Command {
     /// Print the libtorch version, thread count, SIMD level and CUDA devices.
     Info,
     /// Train one fold (nnU-Net's nnUNetv2_train).
-    TrainFold(swin_umamba::train::cli::TrainFoldArgs),
+    TrainFold(Box<swin_umamba::train::cli::TrainFoldArgs>),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info => println!("{}", swin_umamba::info::collect()),
-        Command::TrainFold(args) => swin_umamba::train::cli::run(args)?,
+        Command::TrainFold(args) => swin_umamba::train::cli::run(*args)?,
     }
     Ok(())
 }

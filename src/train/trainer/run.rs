@@ -410,7 +410,7 @@ fn save_epoch_checkpoints(
         log.line(&format!("new best moving-average pseudo-Dice {ema:.4}"))?;
         save_named(spec, net, optimizer, scaler, progress, BEST)?;
     }
-    if spec.trainer.save_every > 0 && (epoch + 1) % spec.trainer.save_every == 0 {
+    if spec.trainer.save_every > 0 && (epoch + 1).is_multiple_of(spec.trainer.save_every) {
         save_named(
             spec,
             net,
