@@ -286,3 +286,20 @@ fn grad_scaler_follows_pytorch_rules() {
         "an infinite gradient is found"
     );
 }
+
+#[test]
+fn log_timestamps_are_utc_dates() {
+    use std::time::{Duration, UNIX_EPOCH};
+    use swin_umamba::train::logging::text::utc_timestamp;
+    // Expected strings from Python's datetime.fromtimestamp(t, timezone.utc).
+    let cases = [
+        (0, 0, "1970-01-01 00:00:00.000"),
+        (951_782_400, 0, "2000-02-29 00:00:00.000"),
+        (1_796_400_000, 123, "2026-12-04 16:00:00.123"),
+        (4_107_542_399, 0, "2100-02-28 23:59:59.000"),
+    ];
+    for (seconds, millis, expected) in cases {
+        let time = UNIX_EPOCH + Duration::new(seconds, millis * 1_000_000);
+        assert_eq!(utc_timestamp(time), expected, "{seconds} s after the epoch");
+    }
+}

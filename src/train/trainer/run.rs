@@ -21,11 +21,11 @@ use crate::train::network::{sorted_parameters, SegmentationNetwork};
 use crate::train::optim::Optimizer;
 use crate::train::precision::{GradScaler, Precision};
 
-/// Checkpoint names, as in nnU-Net.
+/// Checkpoint written after every epoch (nnU-Net's name, as the two below).
 pub const LATEST: &str = "checkpoint_latest";
-/// Best moving-average pseudo-Dice.
+/// Checkpoint with the best moving-average pseudo-Dice.
 pub const BEST: &str = "checkpoint_best";
-/// End of training.
+/// Checkpoint written at the end of training.
 pub const FINAL: &str = "checkpoint_final";
 
 /// Everything about a run except the network and the data.
