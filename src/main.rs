@@ -24,7 +24,7 @@ enum Command {
     /// Run one eval-mode forward pass from safetensors weights and input; write every head.
     Forward(swin_umamba::nets::cli::ForwardArgs),
     /// Train one fold (nnU-Net's nnUNetv2_train).
-    TrainFold(swin_umamba::train::cli::TrainFoldArgs),
+    TrainFold(Box<swin_umamba::train::cli::TrainFoldArgs>),
     /// Inspect and convert checkpoint files (.pth, safetensors).
     Weights(swin_umamba::weights::cli::WeightsArgs),
     /// Convert a dataset release layout or an images + masks folder to nnU-Net raw format.
@@ -56,7 +56,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => swin_umamba::ablate::demo::run(args)?,
         Command::ModelInfo(args) => swin_umamba::nets::cli::run_model_info(args)?,
         Command::Forward(args) => swin_umamba::nets::cli::run_forward(args)?,
-        Command::TrainFold(args) => swin_umamba::train::cli::run(args)?,
+        Command::TrainFold(args) => swin_umamba::train::cli::run(*args)?,
         Command::Weights(args) => swin_umamba::weights::cli::run(args)?,
         Command::Evaluate(args) => swin_umamba::eval::cli::run(args)?,
         Command::Convert(args) => swin_umamba::dataset::cli::run(args)?,

@@ -132,7 +132,7 @@ fn run_optimizer(config: OptimizerConfig, case: &Value) -> Vec<Vec<(String, Vec<
                 existing.copy_(&grad);
             } else {
                 // Create the gradient through autograd, so that it is defined on the leaf.
-                (&p * &grad).sum(Kind::Float).backward();
+                (p * &grad).sum(Kind::Float).backward();
             }
         }
         optimizer.step(&params, *lr).unwrap();
@@ -246,5 +246,60 @@ fn optimizer_state_round_trips() {
     for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
         assert!(ta.equal(tb), "{na} differs after the round trip");
+    }
+}
+
+#[test]
+fn grad_scaler_follows_pytorch_rules() {
+    use swin_umamba::train::precision::GradScaler;
+    let mut scaler = GradScaler::default();
+    assert_eq!(scaler.scale, 65536.0, "PyTorch's initial scale");
+
+    let param = Tensor::ones([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let params = vec![("p".to_string(), param.shallow_clone())];
+    scaler
+        .scale_loss(&(&param * 2.0).sum(Kind::Float))
+        .backward();
+    let found_inf = scaler.unscale(&params).unwrap();
+    let grad = Vec::<f32>::try_from(param.grad()).unwrap();
+    println!("unscaled gradient {grad:?}");
+    assert!(!found_inf);
+    assert_eq!(grad, vec![2.0, 2.0, 2.0], "unscale divides by the scale");
+
+    scaler.update(true);
+    assert_eq!(scaler.scale, 32768.0, "back-off halves the scale");
+    assert_eq!(scaler.growth_tracker, 0);
+    for _ in 0..1999 {
+        scaler.update(false);
+    }
+    assert_eq!(scaler.scale, 32768.0, "no growth before 2000 clean steps");
+    scaler.update(false);
+    assert_eq!(
+        scaler.scale, 65536.0,
+        "growth doubles the scale after 2000 clean steps"
+    );
+
+    let mut grad = param.grad();
+    let _ = grad.fill_(f64::INFINITY);
+    assert!(
+        scaler.unscale(&params).unwrap(),
+        "an infinite gradient is found"
+    );
+}
+
+#[test]
+fn log_timestamps_are_utc_dates() {
+    use std::time::{Duration, UNIX_EPOCH};
+    use swin_umamba::train::logging::text::utc_timestamp;
+    // Expected strings from Python's datetime.fromtimestamp(t, timezone.utc).
+    let cases = [
+        (0, 0, "1970-01-01 00:00:00.000"),
+        (951_782_400, 0, "2000-02-29 00:00:00.000"),
+        (1_796_400_000, 123, "2026-12-04 16:00:00.123"),
+        (4_107_542_399, 0, "2100-02-28 23:59:59.000"),
+    ];
+    for (seconds, millis, expected) in cases {
+        let time = UNIX_EPOCH + Duration::new(seconds, millis * 1_000_000);
+        assert_eq!(utc_timestamp(time), expected, "{seconds} s after the epoch");
     }
 }

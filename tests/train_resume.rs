@@ -134,3 +134,32 @@ fn sigkill_then_continue_matches_uninterrupted() {
         "the log does not record the continuation"
     );
 }
+
+#[test]
+fn invalid_arguments_exit_nonzero_without_output() {
+    let results = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--trainer", "bogus"], "bogus"),
+        (&["--device", "tpu"], "tpu"),
+        (&["--epochs", "0"], "--epochs 0"),
+        (&["--stop-epoch", "5000"], "--stop-epoch 5000"),
+    ];
+    for (extra, expected) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_swin-umamba"))
+            .args(["train-fold", "-d", "9", "-f", "0", "--synthetic"])
+            .args(extra)
+            .arg("--results")
+            .arg(results.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{extra:?}: {}", stderr.trim());
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(
+            stderr.contains(expected),
+            "{extra:?}: the error does not name the value"
+        );
+    }
+    let written = std::fs::read_dir(results.path()).unwrap().count();
+    assert_eq!(written, 0, "rejected runs wrote into the results folder");
+}

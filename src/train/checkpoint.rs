@@ -27,7 +27,7 @@ use super::trainer::TrainerConfig;
 /// Version of the sidecar layout; bump it when fields change meaning.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Where a run came from: the command-line values that are not part of the trainer.
+/// Run identity: the command-line values that are not part of the trainer configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunInfo {
     /// Dataset id or name.
@@ -242,7 +242,7 @@ pub fn load(sidecar: &Path) -> Result<LoadedCheckpoint, TrainError> {
     })
 }
 
-/// What [`load_weights`] copied and skipped.
+/// Names that [`load_weights`] copied and skipped.
 #[derive(Debug, Default)]
 pub struct WeightLoadReport {
     /// Variables that received a value.

@@ -18,7 +18,7 @@ use super::trainer::{by_name, TrainerConfig};
 /// Network trained by `--synthetic` runs.
 pub const SYNTHETIC_MODEL: &str = "tiny-unet";
 
-/// Where the cosine or poly schedule is laid.
+/// Span of epochs the learning-rate schedule is laid over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScheduleSpan {
     /// Over the trainer's full epoch count, as the official code does (the published
@@ -76,8 +76,8 @@ pub struct TrainFoldArgs {
     /// Run seed; every epoch's random streams derive from (seed, epoch).
     #[arg(long, default_value_t = 12345)]
     pub seed: u64,
-    /// Results root; the fold folder is `<results>/Dataset<ID>/<trainer>__nnUNetPlans__2d/fold_<F>`.
-    /// Defaults to $nnUNet_results.
+    /// Results root (default: $nnUNet_results). The fold folder is
+    /// `<results>/Dataset<ID>/<trainer>__nnUNetPlans__2d/fold_<F>`.
     #[arg(long)]
     pub results: Option<PathBuf>,
     /// Testing mode: train the tiny U-Net on generated disc images instead of a dataset.
@@ -118,9 +118,9 @@ pub fn run(args: TrainFoldArgs) -> Result<()> {
 
     if !args.synthetic {
         bail!(
-            "train-fold on a preprocessed dataset needs the data loader and the network registry, \
-             which are not part of this build yet; run with --synthetic to train the {SYNTHETIC_MODEL} \
-             test network on generated images"
+            "train-fold on a preprocessed dataset needs the data loader and the network \
+             registry, which are not part of this build yet; run with --synthetic to train the \
+             {SYNTHETIC_MODEL} test network on generated images"
         );
     }
     let model = args

@@ -1,4 +1,4 @@
-//! What the trainer needs from a data loader, and the per-epoch random streams.
+//! The batch-source interface the trainer reads from, and the per-epoch random streams.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

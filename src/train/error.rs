@@ -12,7 +12,7 @@ pub enum TrainError {
     /// Reading or writing a file failed.
     #[error("{action} {path} failed: {source}")]
     Io {
-        /// What was attempted ("writing", "reading", "renaming").
+        /// Attempted action ("writing", "reading", "renaming").
         action: &'static str,
         /// The file involved.
         path: PathBuf,
@@ -26,7 +26,7 @@ pub enum TrainError {
     Checkpoint {
         /// The sidecar or weights file.
         path: PathBuf,
-        /// What is wrong and what to do about it.
+        /// Problem and the fix.
         reason: String,
     },
 
@@ -37,7 +37,7 @@ pub enum TrainError {
         name: &'static str,
         /// The rejected value.
         value: String,
-        /// Why it is invalid and what to use instead.
+        /// Reason and the accepted values.
         reason: String,
     },
 

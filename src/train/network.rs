@@ -1,4 +1,4 @@
-//! What the trainer needs from a segmentation network.
+//! The segmentation-network interface the trainer uses.
 
 use tch::{nn, Tensor};
 
@@ -12,7 +12,7 @@ pub trait SegmentationNetwork {
     /// With deep supervision off it returns only the full-resolution head.
     fn forward_heads(&self, input: &Tensor, train: bool) -> Vec<Tensor>;
 
-    /// The variable store holding every trainable parameter.
+    /// Returns the variable store that contains every trainable parameter.
     fn var_store(&self) -> &nn::VarStore;
 
     /// Mutable access to the variable store, for loading weights.
@@ -30,7 +30,7 @@ pub trait SegmentationNetwork {
     fn deep_supervision_heads(&self) -> usize;
 }
 
-/// The parameters of `net` as (name, tensor) pairs sorted by name, so that every pass over
+/// Returns the parameters of `net` as (name, tensor) pairs sorted by name, so that every pass over
 /// them runs in the same order.
 pub fn sorted_parameters(net: &dyn SegmentationNetwork) -> Vec<(String, Tensor)> {
     let mut params: Vec<(String, Tensor)> = net.var_store().variables().into_iter().collect();

@@ -22,7 +22,7 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The precision actually used on `device`: autocast only applies on CUDA.
+    /// Returns the precision used on `device`, which is fp32 except on CUDA.
     pub fn effective(self, device: Device) -> Precision {
         if device.is_cuda() {
             self

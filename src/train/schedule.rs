@@ -32,7 +32,7 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
-    /// The learning rate for training epoch `epoch`.
+    /// Returns the learning rate of training epoch `epoch`.
     pub fn lr_at(&self, epoch: usize) -> f64 {
         match *self {
             LrSchedule::Poly {
@@ -51,7 +51,7 @@ impl LrSchedule {
         }
     }
 
-    /// The same schedule laid over `epochs` epochs instead of its own length.
+    /// Returns the same schedule laid over `epochs` epochs instead of its own length.
     pub fn laid_over(&self, epochs: usize) -> LrSchedule {
         match self.clone() {
             LrSchedule::Poly {

@@ -49,6 +49,7 @@ impl TinyUNet {
         let patch_embed = nn::conv2d(&encoder / "patch_embed", in_channels, w, 3, same);
         let encoder_conv = nn::conv2d(&encoder / "conv", w, w, 3, same);
         let bottleneck = nn::conv2d(&encoder / "bottleneck", w, 2 * w, 3, same);
+
         let up_config = nn::ConvTransposeConfig {
             stride: 2,
             ..Default::default()

@@ -41,8 +41,8 @@ pub struct History {
 }
 
 impl History {
-    /// The moving average after adding `mean_fg_dice`: the value itself for the first epoch,
-    /// as nnU-Net does.
+    /// Returns the moving average after adding `mean_fg_dice`, which is the value itself for the
+    /// first epoch, as in nnU-Net.
     pub fn next_ema(&self, mean_fg_dice: f64) -> f64 {
         match self.epochs.last() {
             Some(last) => EMA_DECAY * last.ema_fg_dice + (1.0 - EMA_DECAY) * mean_fg_dice,

@@ -1,4 +1,4 @@
-//! What a user watches during training: the per-epoch history (nnU-Net's `nnUNetLogger`), a
+//! Training logs a user watches: the per-epoch history (nnU-Net's `nnUNetLogger`), a
 //! timestamped `training_log.txt`, TensorBoard event files and `progress.png`.
 
 pub mod history;

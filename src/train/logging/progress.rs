@@ -88,7 +88,10 @@ fn range_of(series: &[&Vec<f64>]) -> (f64, f64) {
     }
 }
 
-fn draw_panel(img: &mut RgbImage, panel: u32, series: &[(&Vec<f64>, Rgb<u8>, (f64, f64))]) {
+/// A curve: values per epoch, colour and the (low, high) value range of the panel.
+type Curve<'a> = (&'a Vec<f64>, Rgb<u8>, (f64, f64));
+
+fn draw_panel(img: &mut RgbImage, panel: u32, series: &[Curve]) {
     let top = panel * PANEL_HEIGHT + MARGIN;
     let bottom = (panel + 1) * PANEL_HEIGHT - MARGIN;
     let (left, right) = (MARGIN, WIDTH - MARGIN);

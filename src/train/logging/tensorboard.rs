@@ -54,7 +54,7 @@ impl EventWriter {
         Ok(writer)
     }
 
-    /// The event file.
+    /// Returns the event file path.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -45,8 +45,8 @@ impl TextLog {
     }
 }
 
-/// The fixed-format epoch line: `epoch E train_loss X val_loss X pseudo_dice [..] ema_dice X
-/// lr X epoch_time_s X data_wait_s X nonfinite_steps N`.
+/// Formats the fixed-format epoch line: `epoch E train_loss X val_loss X pseudo_dice [..]
+/// ema_dice X lr X epoch_time_s X data_wait_s X nonfinite_steps N`.
 pub fn format_epoch(r: &EpochRecord) -> String {
     let dice: Vec<String> = r.dice_per_class.iter().map(|d| format!("{d:.4}")).collect();
     format!(

@@ -76,7 +76,7 @@ pub struct TrainerConfig {
 }
 
 impl TrainerConfig {
-    /// The epoch count this run trains for: the stop epoch if set, else `num_epochs`.
+    /// Returns the epoch count this run trains for: the stop epoch if set, else `num_epochs`.
     pub fn end_epoch(&self) -> usize {
         self.stop_epoch
             .map_or(self.num_epochs, |s| s.min(self.num_epochs))

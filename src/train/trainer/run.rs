@@ -21,11 +21,11 @@ use crate::train::network::{sorted_parameters, SegmentationNetwork};
 use crate::train::optim::Optimizer;
 use crate::train::precision::{GradScaler, Precision};
 
-/// Checkpoint names, as in nnU-Net.
+/// Checkpoint written after every epoch (nnU-Net's name, as the two below).
 pub const LATEST: &str = "checkpoint_latest";
-/// Best moving-average pseudo-Dice.
+/// Checkpoint with the best moving-average pseudo-Dice.
 pub const BEST: &str = "checkpoint_best";
-/// End of training.
+/// Checkpoint written at the end of training.
 pub const FINAL: &str = "checkpoint_final";
 
 /// Everything about a run except the network and the data.
@@ -200,6 +200,7 @@ fn resume(
         log.line("--continue: no checkpoint found, starting a new run")?;
         return Ok(());
     };
+
     let loaded = checkpoint::load(&sidecar)?;
     let state = loaded.state;
     if state.trainer.name != spec.trainer.name || state.plan != spec.plan {
@@ -212,6 +213,7 @@ fn resume(
             ),
         });
     }
+
     checkpoint::load_weights(net.var_store(), &loaded.weights, true, &sidecar)?;
     optimizer.load_state(&state.optimizer_steps, loaded.optimizer, spec.device)?;
     if scaler.is_some() {
@@ -222,6 +224,7 @@ fn resume(
     progress.history = state.history;
     progress.best_ema = state.best_ema;
     progress.nonfinite_steps_total = state.nonfinite_steps_total;
+
     log.line(&format!(
         "continuing from {} at epoch {} with seed {}",
         sidecar.display(),
@@ -407,7 +410,7 @@ fn save_epoch_checkpoints(
         log.line(&format!("new best moving-average pseudo-Dice {ema:.4}"))?;
         save_named(spec, net, optimizer, scaler, progress, BEST)?;
     }
-    if spec.trainer.save_every > 0 && (epoch + 1) % spec.trainer.save_every == 0 {
+    if spec.trainer.save_every > 0 && (epoch + 1).is_multiple_of(spec.trainer.save_every) {
         save_named(
             spec,
             net,

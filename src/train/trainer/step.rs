@@ -9,7 +9,7 @@ use crate::train::network::SegmentationNetwork;
 use crate::train::optim::{clip_grad_norm, Optimizer};
 use crate::train::precision::{with_autocast, GradScaler, Precision};
 
-/// What a training step did.
+/// Result of a training step.
 #[derive(Debug, Clone, Copy)]
 pub enum StepOutcome {
     /// The parameters were updated (or, with fp16, the scaler skipped the update because of

@@ -3,7 +3,7 @@
 
 use super::TrainerConfig;
 
-/// The Swin-UMamba values; training from scratch also turns deep supervision off, as
+/// Returns the Swin-UMamba values. Training from scratch also turns deep supervision off, as
 /// `nnUNetTrainerSwinUMambaDScratch` sets `enable_deep_supervision = False`. The heads at
 /// scales [1, 1/4, 1/8, 1/16] get nnU-Net's weights like those of Swin-UMamba.
 pub fn config(pretrained: bool) -> TrainerConfig {

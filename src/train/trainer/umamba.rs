@@ -4,7 +4,7 @@
 
 use super::TrainerConfig;
 
-/// The nnU-Net defaults under the U-Mamba name.
+/// Returns the nnU-Net defaults under the U-Mamba name.
 pub fn config() -> TrainerConfig {
     TrainerConfig {
         name: "umamba".into(),
