@@ -13,9 +13,12 @@
 //! - `D`, `delta_bias`: (D)
 //! - last state: (B, D, N)
 
+mod ffi;
 mod reference;
 
 pub use reference::selective_scan_ref;
+
+use std::ffi::CStr;
 
 use tch::{Kind, Tensor};
 
@@ -44,11 +47,23 @@ pub struct ScanOutput {
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     #[error("selective scan: tensor `{name}` has shape {found:?}, expected {expected}")]
-    Shape { name: &'static str, found: Vec<i64>, expected: String },
+    Shape {
+        name: &'static str,
+        found: Vec<i64>,
+        expected: String,
+    },
     #[error("selective scan: tensor `{name}` has dtype {found:?}, expected {expected}")]
-    Dtype { name: &'static str, found: Kind, expected: String },
+    Dtype {
+        name: &'static str,
+        found: Kind,
+        expected: String,
+    },
     #[error("selective scan: tensor `{name}` is on {found:?}, but `u` is on {expected:?}")]
-    Device { name: &'static str, found: tch::Device, expected: tch::Device },
+    Device {
+        name: &'static str,
+        found: tch::Device,
+        expected: tch::Device,
+    },
     #[error("selective scan extension failed: {0}")]
     Extension(String),
 }
@@ -88,7 +103,11 @@ pub fn check_inputs(
     let device = u.device();
     let mut tensors: Vec<(&'static str, &Tensor)> =
         vec![("u", u), ("delta", delta), ("A", a), ("B", b), ("C", c)];
-    for (name, t) in [("D", options.d), ("z", options.z), ("delta_bias", options.delta_bias)] {
+    for (name, t) in [
+        ("D", options.d),
+        ("z", options.z),
+        ("delta_bias", options.delta_bias),
+    ] {
         if let Some(t) = t {
             tensors.push((name, t));
         }
@@ -102,7 +121,11 @@ pub fn check_inputs(
             });
         }
         if t.device() != device {
-            return Err(ScanError::Device { name, found: t.device(), expected: device });
+            return Err(ScanError::Device {
+                name,
+                found: t.device(),
+                expected: device,
+            });
         }
     }
     let bdl = format!("(B, D, L) = ({batch}, {dim}, {seqlen})");
@@ -125,9 +148,7 @@ pub fn check_inputs(
         let ok = match t.size()[..] {
             [d, n] => d == dim && n == dstate,
             [bb, n, l] => bb == batch && n == dstate && l == seqlen,
-            [bb, g, n, l] => {
-                bb == batch && g > 0 && dim % g == 0 && n == dstate && l == seqlen
-            }
+            [bb, g, n, l] => bb == batch && g > 0 && dim % g == 0 && n == dstate && l == seqlen,
             _ => false,
         };
         if !ok {
@@ -141,10 +162,18 @@ pub fn check_inputs(
             ));
         }
     }
-    Ok(ScanDims { batch, dim, seqlen, dstate })
+    Ok(ScanDims {
+        batch,
+        dim,
+        seqlen,
+        dstate,
+    })
 }
 
-/// Computes the selective scan; for now the tch-op reference, until the extension lands.
+/// Computes the selective scan with the C++ extension (CPU kernels, or CUDA kernels when they
+/// were built), with gradients through libtorch's autograd for every input except the last
+/// state. Inputs in fp16/bf16/fp32 are computed in fp32, fp64 in fp64; `y` comes back in the
+/// dtype of `u`.
 pub fn selective_scan(
     u: &Tensor,
     delta: &Tensor,
@@ -153,5 +182,70 @@ pub fn selective_scan(
     c: &Tensor,
     options: &ScanOptions<'_>,
 ) -> Result<ScanOutput, ScanError> {
-    selective_scan_ref(u, delta, a, b, c, options)
+    check_inputs(u, delta, a, b, c, options)?;
+    let optional = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr());
+    let mut y = std::ptr::null_mut();
+    let mut last_state = std::ptr::null_mut();
+    // SAFETY: every pointer comes from a live tch tensor or is null where the shim accepts
+    // null; the shim catches all C++ exceptions and, on success, hands over two new tensors.
+    let status = unsafe {
+        ffi::ss_selective_scan(
+            u.as_ptr(),
+            delta.as_ptr(),
+            a.as_ptr(),
+            b.as_ptr(),
+            c.as_ptr(),
+            optional(options.d),
+            optional(options.z),
+            optional(options.delta_bias),
+            options.delta_softplus.into(),
+            &mut y,
+            &mut last_state,
+        )
+    };
+    if status != 0 {
+        // SAFETY: the shim returns a NUL-terminated thread-local string.
+        let message = unsafe { CStr::from_ptr(ffi::ss_scan_last_error()) };
+        return Err(ScanError::Extension(message.to_string_lossy().into_owned()));
+    }
+    // SAFETY: on success both pointers are new tensors owned by the caller.
+    let (y, last_state) = unsafe { (Tensor::from_ptr(y), Tensor::from_ptr(last_state)) };
+    Ok(ScanOutput {
+        y,
+        last_state: options.return_last_state.then_some(last_state),
+    })
+}
+
+/// Instruction set the fp32 CPU kernel runs with on this machine: "avx512", "avx2" or
+/// "scalar". The environment variable `SWIN_UMAMBA_SCAN_ISA` can force a lower one; it is
+/// read once, at the first scan.
+pub fn cpu_isa() -> &'static str {
+    // SAFETY: the shim returns a pointer to a static NUL-terminated string.
+    let isa = unsafe { CStr::from_ptr(ffi::ss_scan_cpu_isa()) };
+    isa.to_str().unwrap_or("unknown")
+}
+
+/// Computes exp with the vector code of one instruction set ("avx512" or "avx2"), for
+/// accuracy tests. Returns `None` when this CPU lacks that instruction set.
+pub fn vector_exp(isa: &str, x: &[f32]) -> Option<Vec<f32>> {
+    let mut y = vec![0f32; x.len()];
+    let supported = match isa {
+        "avx512" => std::arch::is_x86_feature_detected!("avx512f"),
+        "avx2" => {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        _ => false,
+    };
+    if !supported {
+        return None;
+    }
+    // SAFETY: both buffers hold x.len() floats and the CPU supports the instruction set.
+    unsafe {
+        match isa {
+            "avx512" => ffi::ss_cpu_exp_f32_avx512(x.as_ptr(), y.as_mut_ptr(), x.len() as i64),
+            _ => ffi::ss_cpu_exp_f32_avx2(x.as_ptr(), y.as_mut_ptr(), x.len() as i64),
+        }
+    }
+    Some(y)
 }

@@ -1,0 +1,67 @@
+// fp32 selective scan with AVX-512: one zmm register holds 16 states.
+#include <immintrin.h>
+
+#include "scan_cpu_kernel.h"
+
+namespace {
+
+struct Avx512Vec {
+  using scalar = float;
+  using vec = __m512;
+  static constexpr int width = 16;
+
+  static __mmask16 mask(int count) {
+    return count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
+  }
+  static vec zero() { return _mm512_setzero_ps(); }
+  static vec set1(float x) { return _mm512_set1_ps(x); }
+  static vec load(const float* ptr, int count) {
+    return _mm512_maskz_loadu_ps(mask(count), ptr);
+  }
+  static vec load_full(const float* ptr) { return _mm512_loadu_ps(ptr); }
+  static void store(float* ptr, vec v, int count) { _mm512_mask_storeu_ps(ptr, mask(count), v); }
+  static void store_full(float* ptr, vec v) { _mm512_storeu_ps(ptr, v); }
+  static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+  static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static float hsum(vec v) { return _mm512_reduce_add_ps(v); }
+
+  // exp(x) by range reduction x = k*ln2 + r with |r| <= ln2/2, a degree-7 Taylor polynomial
+  // for exp(r) (truncation error below 6e-9 relative) and scalef for the factor 2^k, which
+  // also produces 0 and inf at the ends of the clamped range.
+  static vec exp(vec x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);  // exp(-104) is below the smallest denormal
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);    // exp(89) is above FLT_MAX
+    const vec k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // ln 2 split into a high part exact in a float product with k and a low remainder.
+    vec r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    vec poly = _mm512_set1_ps(1.0f / 5040.0f);
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f / 720.0f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f / 120.0f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f / 24.0f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f / 6.0f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(0.5f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f));
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(poly, k);
+  }
+};
+
+}  // namespace
+
+void ss_cpu_forward_range_f32_avx512(const SsParams& p, int64_t begin, int64_t end) {
+  forward_range<Avx512Vec>(p, begin, end);
+}
+
+void ss_cpu_backward_range_f32_avx512(const SsParams& p, int64_t begin, int64_t end) {
+  backward_range<Avx512Vec>(p, begin, end);
+}
+
+// Exposes the vector exp to the accuracy test through the C ABI.
+extern "C" void ss_cpu_exp_f32_avx512(const float* x, float* y, int64_t count) {
+  for (int64_t i = 0; i < count; i += 16) {
+    const int n = count - i < 16 ? static_cast<int>(count - i) : 16;
+    Avx512Vec::store(y + i, Avx512Vec::exp(Avx512Vec::load(x + i, n)), n);
+  }
+}
