@@ -13,12 +13,16 @@ struct Cli {
 enum Command {
     /// Print the libtorch version, thread count, SIMD level and CUDA devices.
     Info,
+    /// Run a benchmark.
+    #[command(subcommand)]
+    Bench(swin_umamba::bench::BenchCommand),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info => println!("{}", swin_umamba::info::collect()),
+        Command::Bench(command) => swin_umamba::bench::run(command)?,
     }
     Ok(())
 }

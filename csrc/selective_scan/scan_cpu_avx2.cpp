@@ -27,6 +27,20 @@ struct Avx2Vec {
     }
   }
   static void store_full(float* ptr, vec v) { _mm256_storeu_ps(ptr, v); }
+  static vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
+  static vec sub(vec a, vec b) { return _mm256_sub_ps(a, b); }
+  static vec div(vec a, vec b) { return _mm256_div_ps(a, b); }
+  static vec max(vec a, vec b) { return _mm256_max_ps(a, b); }
+  static vec neg(vec a) { return _mm256_sub_ps(_mm256_setzero_ps(), a); }
+  static vec abs(vec a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  static vec gt(vec a, vec b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static vec eq(vec a, vec b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+  // Lanes of `if_true` where `cond` is all-ones, else `if_false`.
+  static vec blend(vec if_false, vec if_true, vec cond) {
+    return _mm256_blendv_ps(if_false, if_true, cond);
+  }
+  static vec softplus(vec x) { return approx_softplus<Avx2Vec>(x); }
+  static vec softplus_grad(vec x) { return approx_softplus_grad<Avx2Vec>(x); }
   static vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
   static float hsum(vec v) {
@@ -75,10 +89,15 @@ void ss_cpu_backward_range_f32_avx2(const SsParams& p, int64_t begin, int64_t en
   backward_range<Avx2Vec>(p, begin, end);
 }
 
-// Exposes the vector exp to the accuracy test through the C ABI.
-extern "C" void ss_cpu_exp_f32_avx2(const float* x, float* y, int64_t count) {
+// Exposes the vector math to the accuracy tests through the C ABI: function 0 is exp,
+// 1 softplus, 2 the derivative of softplus.
+extern "C" void ss_cpu_math_f32_avx2(int function, const float* x, float* y, int64_t count) {
   for (int64_t i = 0; i < count; i += 8) {
     const int n = count - i < 8 ? static_cast<int>(count - i) : 8;
-    Avx2Vec::store(y + i, Avx2Vec::exp(Avx2Vec::load(x + i, n)), n);
+    const auto v = Avx2Vec::load(x + i, n);
+    const auto r = function == 0   ? Avx2Vec::exp(v)
+                   : function == 1 ? Avx2Vec::softplus(v)
+                                   : Avx2Vec::softplus_grad(v);
+    Avx2Vec::store(y + i, r, n);
   }
 }

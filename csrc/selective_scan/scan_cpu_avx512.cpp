@@ -21,6 +21,25 @@ struct Avx512Vec {
   static vec load_full(const float* ptr) { return _mm512_loadu_ps(ptr); }
   static void store(float* ptr, vec v, int count) { _mm512_mask_storeu_ps(ptr, mask(count), v); }
   static void store_full(float* ptr, vec v) { _mm512_storeu_ps(ptr, v); }
+  static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+  static vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
+  static vec div(vec a, vec b) { return _mm512_div_ps(a, b); }
+  static vec max(vec a, vec b) { return _mm512_max_ps(a, b); }
+  static vec neg(vec a) { return _mm512_sub_ps(_mm512_setzero_ps(), a); }
+  static vec abs(vec a) { return _mm512_abs_ps(a); }
+  // Comparisons return all-ones lanes where true, so blend works the same for AVX2.
+  static vec gt(vec a, vec b) { return mask_to_vec(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)); }
+  static vec eq(vec a, vec b) { return mask_to_vec(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ)); }
+  static vec mask_to_vec(__mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_maskz_set1_epi32(m, -1));
+  }
+  // Lanes of `if_true` where `cond` is all-ones, else `if_false`.
+  static vec blend(vec if_false, vec if_true, vec cond) {
+    const __mmask16 m = _mm512_cmpneq_epi32_mask(_mm512_castps_si512(cond), _mm512_setzero_si512());
+    return _mm512_mask_blend_ps(m, if_false, if_true);
+  }
+  static vec softplus(vec x) { return approx_softplus<Avx512Vec>(x); }
+  static vec softplus_grad(vec x) { return approx_softplus_grad<Avx512Vec>(x); }
   static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(vec v) { return _mm512_reduce_add_ps(v); }
@@ -58,10 +77,15 @@ void ss_cpu_backward_range_f32_avx512(const SsParams& p, int64_t begin, int64_t 
   backward_range<Avx512Vec>(p, begin, end);
 }
 
-// Exposes the vector exp to the accuracy test through the C ABI.
-extern "C" void ss_cpu_exp_f32_avx512(const float* x, float* y, int64_t count) {
+// Exposes the vector math to the accuracy tests through the C ABI: function 0 is exp,
+// 1 softplus, 2 the derivative of softplus.
+extern "C" void ss_cpu_math_f32_avx512(int function, const float* x, float* y, int64_t count) {
   for (int64_t i = 0; i < count; i += 16) {
     const int n = count - i < 16 ? static_cast<int>(count - i) : 16;
-    Avx512Vec::store(y + i, Avx512Vec::exp(Avx512Vec::load(x + i, n)), n);
+    const auto v = Avx512Vec::load(x + i, n);
+    const auto r = function == 0   ? Avx512Vec::exp(v)
+                   : function == 1 ? Avx512Vec::softplus(v)
+                                   : Avx512Vec::softplus_grad(v);
+    Avx512Vec::store(y + i, r, n);
   }
 }

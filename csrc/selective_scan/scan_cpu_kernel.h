@@ -70,17 +70,69 @@ inline T* grad_row(const SsGradOperand& op, int64_t b, int64_t slice, int64_t d)
          d * op.channel_stride;
 }
 
-// Fills dt_raw (delta plus bias) and dt (after the optional softplus) for channel (b, d).
-template <typename T>
-inline void discretise_delta(const SsParams& p, int64_t b, int64_t d, ChannelScratch<T>& s) {
+// Fills dt_raw (delta plus bias) and dt (after the optional softplus) for channel (b, d),
+// W positions at a time.
+template <typename V>
+inline void discretise_delta(const SsParams& p, int64_t b, int64_t d,
+                             ChannelScratch<typename V::scalar>& s) {
+  using T = typename V::scalar;
   const int64_t L = p.seqlen;
   const T* delta = static_cast<const T*>(p.delta) + (b * p.dim + d) * L;
-  const T bias = p.delta_bias ? static_cast<const T*>(p.delta_bias)[d] : T(0);
-  for (int64_t l = 0; l < L; ++l) {
-    const T x = delta[l] + bias;
-    s.dt_raw[l] = x;
-    s.dt[l] = p.delta_softplus ? softplus(x) : x;
+  const auto bias = V::set1(p.delta_bias ? static_cast<const T*>(p.delta_bias)[d] : T(0));
+  for (int64_t l = 0; l < L; l += V::width) {
+    const int count = static_cast<int>(std::min<int64_t>(V::width, L - l));
+    const auto x = V::add(V::load(delta + l, count), bias);
+    V::store(s.dt_raw.data() + l, x, count);
+    V::store(s.dt.data() + l, p.delta_softplus ? V::softplus(x) : x, count);
   }
+}
+
+// Turns the gradient with respect to dt (s.ddt) into the gradient with respect to the raw
+// delta, in place, W positions at a time.
+template <typename V>
+inline void softplus_backward(ChannelScratch<typename V::scalar>& s, int64_t L) {
+  for (int64_t l = 0; l < L; l += V::width) {
+    const int count = static_cast<int>(std::min<int64_t>(V::width, L - l));
+    const auto grad = V::softplus_grad(V::load(s.dt_raw.data() + l, count));
+    V::store(s.ddt.data() + l, V::mul(V::load(s.ddt.data() + l, count), grad), count);
+  }
+}
+
+// Softplus and its derivative for the vector types, from their exp, with torch's threshold
+// of 20 above which softplus is the identity. log1p(e) for e = exp(-|x|) in (0, 1] uses
+// log(1 + e) = k*ln2 + 2*atanh((m - 1)/(m + 1)) with 1 + e = 2^k * m, m in [1/sqrt2, sqrt2],
+// then scales by e/((1 + e) - 1) to undo the rounding of 1 + e (exact when 1 + e == 1).
+template <typename V>
+inline typename V::vec approx_softplus(typename V::vec x) {
+  using Vec = typename V::vec;
+  const Vec one = V::set1(1.0f);
+  const Vec e = V::exp(V::neg(V::abs(x)));
+  const Vec sum = V::add(one, e);
+  const Vec high = V::gt(sum, V::set1(1.41421356f));
+  const Vec m = V::blend(sum, V::mul(sum, V::set1(0.5f)), high);
+  const Vec k_ln2 = V::blend(V::zero(), V::set1(0.693147181f), high);
+  const Vec t = V::div(V::sub(m, one), V::add(m, one));
+  const Vec t2 = V::mul(t, t);
+  Vec series = V::set1(1.0f / 9.0f);
+  series = V::fma(series, t2, V::set1(1.0f / 7.0f));
+  series = V::fma(series, t2, V::set1(1.0f / 5.0f));
+  series = V::fma(series, t2, V::set1(1.0f / 3.0f));
+  series = V::fma(series, t2, one);
+  const Vec log_sum = V::fma(V::mul(V::set1(2.0f), t), series, k_ln2);
+  const Vec rounded = V::sub(sum, one);
+  const Vec exact_one = V::eq(rounded, V::zero());
+  const Vec log1p = V::blend(V::mul(log_sum, V::div(e, V::blend(rounded, one, exact_one))), e,
+                             exact_one);
+  const Vec soft = V::add(V::max(x, V::zero()), log1p);
+  return V::blend(soft, x, V::gt(x, V::set1(static_cast<float>(kSoftplusThreshold))));
+}
+
+template <typename V>
+inline typename V::vec approx_softplus_grad(typename V::vec x) {
+  using Vec = typename V::vec;
+  const Vec one = V::set1(1.0f);
+  const Vec sig = V::div(one, V::add(one, V::exp(V::neg(x))));
+  return V::blend(sig, one, V::gt(x, V::set1(static_cast<float>(kSoftplusThreshold))));
 }
 
 // Runs the recurrence of one block of states [n0, n0 + count) over the sequence and adds
@@ -125,7 +177,7 @@ void forward_range(const SsParams& p, int64_t begin, int64_t end) {
   for (int64_t index = begin; index < end; ++index) {
     const int64_t b = index / p.dim;
     const int64_t d = index % p.dim;
-    discretise_delta(p, b, d, s);
+    discretise_delta<V>(p, b, d, s);
     std::fill(s.y.begin(), s.y.end(), T(0));
     for (int64_t n0 = 0; n0 < N; n0 += V::width) {
       const int count = static_cast<int>(std::min<int64_t>(V::width, N - n0));
@@ -198,7 +250,7 @@ void backward_channel(const SsParams& p, int64_t b, int64_t d, int64_t slice,
   const int64_t L = p.seqlen;
   const int64_t N = p.dstate;
   const int64_t index = b * p.dim + d;
-  discretise_delta(p, b, d, s);
+  discretise_delta<V>(p, b, d, s);
   std::fill(s.y.begin(), s.y.end(), T(0));
   int64_t block = 0;
   for (int64_t n0 = 0; n0 < N; n0 += V::width, ++block) {
@@ -236,14 +288,14 @@ void backward_channel(const SsParams& p, int64_t b, int64_t d, int64_t slice,
     V::store(static_cast<T*>(p.dA) + index * N + n0, da, count);
   }
 
+  if (p.delta_softplus) softplus_backward<V>(s, L);
   T* du = static_cast<T*>(p.du) + index * L;
   T* ddelta = static_cast<T*>(p.ddelta) + index * L;
   T d_bias = 0;
   for (int64_t l = 0; l < L; ++l) {
     du[l] = s.du[l];
-    const T g = p.delta_softplus ? s.ddt[l] * softplus_grad(s.dt_raw[l]) : s.ddt[l];
-    ddelta[l] = g;
-    d_bias += g;
+    ddelta[l] = s.ddt[l];
+    d_bias += s.ddt[l];
   }
   if (p.dD) static_cast<T*>(p.dD)[index] = d_skip;
   if (p.ddelta_bias) static_cast<T*>(p.ddelta_bias)[index] = d_bias;
@@ -278,10 +330,13 @@ struct ScalarVec {
   static vec load_full(const T* ptr) { return *ptr; }
   static void store(T* ptr, vec v, int) { *ptr = v; }
   static void store_full(T* ptr, vec v) { *ptr = v; }
+  static vec add(vec a, vec b) { return a + b; }
   static vec mul(vec a, vec b) { return a * b; }
   static vec fma(vec a, vec b, vec c) { return a * b + c; }
   static vec exp(vec x) { return std::exp(x); }
   static T hsum(vec v) { return v; }
+  static vec softplus(vec x) { return ::softplus(x); }
+  static vec softplus_grad(vec x) { return ::softplus_grad(x); }
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <numeric>
 #include <string>
 
@@ -39,27 +40,32 @@ struct CpuKernels {
   const char* isa;
 };
 
-// Selected once from the running CPU; the environment variable SWIN_UMAMBA_SCAN_ISA
-// (avx512, avx2 or scalar) forces a lower level so tests and benchmarks can compare them.
-CpuKernels select_f32_kernels() {
+const CpuKernels kAvx512 = {ss_cpu_forward_range_f32_avx512, ss_cpu_backward_range_f32_avx512,
+                            "avx512"};
+const CpuKernels kAvx2 = {ss_cpu_forward_range_f32_avx2, ss_cpu_backward_range_f32_avx2, "avx2"};
+const CpuKernels kScalar = {ss_cpu_forward_range_f32_scalar, ss_cpu_backward_range_f32_scalar,
+                            "scalar"};
+
+bool cpu_has(const std::string& isa) {
   __builtin_cpu_init();
-  const char* forced = std::getenv("SWIN_UMAMBA_SCAN_ISA");
-  const std::string want = forced ? forced : "";
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx512 && (want.empty() || want == "avx512")) {
-    return {ss_cpu_forward_range_f32_avx512, ss_cpu_backward_range_f32_avx512, "avx512"};
+  if (isa == "avx512") {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
   }
-  if (avx2 && (want.empty() || want == "avx512" || want == "avx2")) {
-    return {ss_cpu_forward_range_f32_avx2, ss_cpu_backward_range_f32_avx2, "avx2"};
-  }
-  return {ss_cpu_forward_range_f32_scalar, ss_cpu_backward_range_f32_scalar, "scalar"};
+  if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return isa == "scalar";
 }
 
-const CpuKernels& f32_kernels() {
-  static const CpuKernels kernels = select_f32_kernels();
-  return kernels;
+const CpuKernels* best_f32_kernels() {
+  if (cpu_has("avx512")) return &kAvx512;
+  if (cpu_has("avx2")) return &kAvx2;
+  return &kScalar;
 }
+
+// The fp32 kernel set in use: the best one for this CPU unless ss_scan_set_cpu_isa chose a
+// lower one (for tests and benchmarks).
+std::atomic<const CpuKernels*> active_f32_kernels{best_f32_kernels()};
+
+const CpuKernels& f32_kernels() { return *active_f32_kernels.load(); }
 
 thread_local std::string last_error;
 
@@ -319,5 +325,14 @@ const char* ss_scan_last_error() { return last_error.c_str(); }
 
 // Instruction set the fp32 CPU kernel runs with ("avx512", "avx2" or "scalar").
 const char* ss_scan_cpu_isa() { return f32_kernels().isa; }
+
+// Selects the fp32 CPU kernel by instruction set name; returns 0, or 1 when the name is
+// unknown or this CPU lacks the instruction set. Affects all threads.
+int ss_scan_set_cpu_isa(const char* isa) {
+  const std::string name = isa ? isa : "";
+  if (!cpu_has(name)) return 1;
+  active_f32_kernels.store(name == "avx512" ? &kAvx512 : name == "avx2" ? &kAvx2 : &kScalar);
+  return 0;
+}
 
 }  // extern "C"

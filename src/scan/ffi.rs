@@ -29,9 +29,14 @@ extern "C" {
     /// Instruction set of the fp32 CPU kernel: "avx512", "avx2" or "scalar".
     pub fn ss_scan_cpu_isa() -> *const c_char;
 
-    /// Vector exp of the AVX-512 kernel, for accuracy tests; needs a CPU with AVX-512F.
-    pub fn ss_cpu_exp_f32_avx512(x: *const f32, y: *mut f32, count: i64);
+    /// Selects the fp32 CPU kernel by instruction set; returns 1 when the name is unknown or
+    /// the CPU lacks it.
+    pub fn ss_scan_set_cpu_isa(isa: *const c_char) -> c_int;
 
-    /// Vector exp of the AVX2 kernel, for accuracy tests; needs a CPU with AVX2 and FMA.
-    pub fn ss_cpu_exp_f32_avx2(x: *const f32, y: *mut f32, count: i64);
+    /// Vector math of the AVX-512 kernel (0 exp, 1 softplus, 2 softplus derivative), for
+    /// accuracy tests; needs a CPU with AVX-512F and AVX-512DQ.
+    pub fn ss_cpu_math_f32_avx512(function: c_int, x: *const f32, y: *mut f32, count: i64);
+
+    /// Vector math of the AVX2 kernel, as above; needs a CPU with AVX2 and FMA.
+    pub fn ss_cpu_math_f32_avx2(function: c_int, x: *const f32, y: *mut f32, count: i64);
 }

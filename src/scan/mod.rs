@@ -66,6 +66,11 @@ pub enum ScanError {
     },
     #[error("selective scan extension failed: {0}")]
     Extension(String),
+    #[error(
+        "selective scan: instruction set `{0}` is unknown or not supported by this CPU; \
+         use one of avx512, avx2, scalar that the CPU supports (see `swin-umamba info`)"
+    )]
+    Isa(String),
 }
 
 /// Sizes named on entry: batch B, channels D, sequence length L, state size N.
@@ -170,6 +175,16 @@ pub fn check_inputs(
     })
 }
 
+/// Signature shared by [`selective_scan`] and [`selective_scan_ref`].
+pub type ScanFn = fn(
+    &Tensor,
+    &Tensor,
+    &Tensor,
+    &Tensor,
+    &Tensor,
+    &ScanOptions<'_>,
+) -> Result<ScanOutput, ScanError>;
+
 /// Computes the selective scan with the C++ extension (CPU kernels, or CUDA kernels when they
 /// were built), with gradients through libtorch's autograd for every input except the last
 /// state. Inputs in fp16/bf16/fp32 are computed in fp32, fp64 in fp64; `y` comes back in the
@@ -216,21 +231,45 @@ pub fn selective_scan(
     })
 }
 
-/// Instruction set the fp32 CPU kernel runs with on this machine: "avx512", "avx2" or
-/// "scalar". The environment variable `SWIN_UMAMBA_SCAN_ISA` can force a lower one; it is
-/// read once, at the first scan.
+/// Instruction sets of the fp32 CPU kernel, best first.
+pub const CPU_ISAS: [&str; 3] = ["avx512", "avx2", "scalar"];
+
+/// Instruction set the fp32 CPU kernel runs with: the best this CPU supports ("avx512",
+/// "avx2" or "scalar") unless [`set_cpu_isa`] chose another.
 pub fn cpu_isa() -> &'static str {
     // SAFETY: the shim returns a pointer to a static NUL-terminated string.
     let isa = unsafe { CStr::from_ptr(ffi::ss_scan_cpu_isa()) };
     isa.to_str().unwrap_or("unknown")
 }
 
-/// Computes exp with the vector code of one instruction set ("avx512" or "avx2"), for
-/// accuracy tests. Returns `None` when this CPU lacks that instruction set.
-pub fn vector_exp(isa: &str, x: &[f32]) -> Option<Vec<f32>> {
-    let mut y = vec![0f32; x.len()];
+/// Selects the instruction set of the fp32 CPU kernel for the whole process, so tests and
+/// benchmarks can compare them. Fails when the name is not one of [`CPU_ISAS`] or this CPU
+/// lacks the instruction set.
+pub fn set_cpu_isa(isa: &str) -> Result<(), ScanError> {
+    let name = std::ffi::CString::new(isa).map_err(|_| ScanError::Isa(isa.to_string()))?;
+    // SAFETY: a NUL-terminated string that outlives the call.
+    match unsafe { ffi::ss_scan_set_cpu_isa(name.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(ScanError::Isa(isa.to_string())),
+    }
+}
+
+/// Element-wise functions of the fp32 vector kernels, exposed for accuracy tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorMath {
+    Exp = 0,
+    Softplus = 1,
+    SoftplusGrad = 2,
+}
+
+/// Applies one of the vector kernels' element-wise functions with the code of one
+/// instruction set ("avx512" or "avx2"). Returns `None` when this CPU lacks it.
+pub fn vector_math(isa: &str, function: VectorMath, x: &[f32]) -> Option<Vec<f32>> {
     let supported = match isa {
-        "avx512" => std::arch::is_x86_feature_detected!("avx512f"),
+        "avx512" => {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+        }
         "avx2" => {
             std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
@@ -240,11 +279,13 @@ pub fn vector_exp(isa: &str, x: &[f32]) -> Option<Vec<f32>> {
     if !supported {
         return None;
     }
+    let mut y = vec![0f32; x.len()];
+    let (input, output, count) = (x.as_ptr(), y.as_mut_ptr(), x.len() as i64);
     // SAFETY: both buffers hold x.len() floats and the CPU supports the instruction set.
     unsafe {
         match isa {
-            "avx512" => ffi::ss_cpu_exp_f32_avx512(x.as_ptr(), y.as_mut_ptr(), x.len() as i64),
-            _ => ffi::ss_cpu_exp_f32_avx2(x.as_ptr(), y.as_mut_ptr(), x.len() as i64),
+            "avx512" => ffi::ss_cpu_math_f32_avx512(function as i32, input, output, count),
+            _ => ffi::ss_cpu_math_f32_avx2(function as i32, input, output, count),
         }
     }
     Some(y)

@@ -1,7 +1,7 @@
 //! Input builders and comparisons shared by the selective-scan tests.
 #![allow(dead_code)]
 
-use swin_umamba::scan::{ScanError, ScanOptions, ScanOutput};
+use swin_umamba::scan::ScanOptions;
 use tch::{Kind, Tensor};
 
 /// Layout of B or C.
@@ -107,14 +107,7 @@ impl Inputs {
     }
 }
 
-pub type ScanFn = fn(
-    &Tensor,
-    &Tensor,
-    &Tensor,
-    &Tensor,
-    &Tensor,
-    &ScanOptions<'_>,
-) -> Result<ScanOutput, ScanError>;
+pub use swin_umamba::scan::ScanFn;
 
 /// Output, last state and the gradient of sum(y * dout) for every leaf.
 pub struct Results {
