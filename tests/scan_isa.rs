@@ -107,7 +107,7 @@ fn check_function(function: VectorMath, x: &[f32], exact: fn(f64) -> f64, max_re
     }
 }
 
-/// A dense grid over [-100, 88] plus the ends of the fp32 range.
+/// Builds a dense grid over [-100, 88] plus points at the ends of the fp32 range.
 fn grid() -> Vec<f32> {
     let mut x: Vec<f32> = (0..200_001).map(|i| -100.0 + i as f32 * 0.000_94).collect();
     x.extend([

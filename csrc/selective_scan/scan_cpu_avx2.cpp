@@ -1,4 +1,4 @@
-// fp32 selective scan with AVX2 and FMA: one ymm register holds 8 states.
+// fp32 selective scan with AVX2 and FMA: one ymm register contains 8 states.
 #include <immintrin.h>
 
 #include "scan_cpu_kernel.h"
@@ -48,6 +48,25 @@ struct Avx2Vec {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+  }
+
+  // Returns the vector whose lane j is the sum of the 8 lanes of p[j]. Each level adds pairs
+  // of vectors after moving matching halves, then pairs of lanes together.
+  static vec transpose_sum(const vec* p) {
+    vec halves[4], pairs[2];
+    for (int i = 0; i < 4; ++i) {  // 128-bit half t sums p[2i + t]
+      halves[i] = _mm256_add_ps(_mm256_permute2f128_ps(p[2 * i], p[2 * i + 1], 0x20),
+                                _mm256_permute2f128_ps(p[2 * i], p[2 * i + 1], 0x31));
+    }
+    for (int i = 0; i < 2; ++i) {  // half t: lanes 0-1 sum p[4i + t], lanes 2-3 p[4i + 2 + t]
+      pairs[i] = _mm256_add_ps(
+          _mm256_shuffle_ps(halves[2 * i], halves[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+          _mm256_shuffle_ps(halves[2 * i], halves[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    // Lane 4t + e now contains the sum of p[2e + t]; the permutation puts it in lane 2e + t.
+    const vec sums = _mm256_add_ps(_mm256_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm256_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm256_permutevar8x32_ps(sums, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   }
 
   // exp(x) by range reduction x = k*ln2 + r with |r| <= ln2/2, a degree-7 Taylor polynomial

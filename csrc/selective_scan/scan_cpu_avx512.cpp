@@ -1,4 +1,4 @@
-// fp32 selective scan with AVX-512: one zmm register holds 16 states.
+// fp32 selective scan with AVX-512: one zmm register contains 16 states.
 #include <immintrin.h>
 
 #include "scan_cpu_kernel.h"
@@ -43,6 +43,30 @@ struct Avx512Vec {
   static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(vec v) { return _mm512_reduce_add_ps(v); }
+
+  // Returns the vector whose lane j is the sum of the 16 lanes of p[j]. Each level adds
+  // pairs of vectors after moving matching halves, quarters, then pairs of lanes together.
+  static vec transpose_sum(const vec* p) {
+    vec halves[8], quarters[4], pairs[2];
+    for (int i = 0; i < 8; ++i) {  // 256-bit halves: lanes 0-7 sum p[2i], 8-15 sum p[2i+1]
+      halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0x44),
+                                _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0xEE));
+    }
+    for (int i = 0; i < 4; ++i) {  // 128-bit quarter t sums p[4i + t]
+      quarters[i] = _mm512_add_ps(_mm512_shuffle_f32x4(halves[2 * i], halves[2 * i + 1], 0x88),
+                                  _mm512_shuffle_f32x4(halves[2 * i], halves[2 * i + 1], 0xDD));
+    }
+    for (int i = 0; i < 2; ++i) {  // quarter t: lanes 0-1 sum p[8i + t], lanes 2-3 p[8i + 4 + t]
+      pairs[i] = _mm512_add_ps(
+          _mm512_shuffle_ps(quarters[2 * i], quarters[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+          _mm512_shuffle_ps(quarters[2 * i], quarters[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    // Lane 4t + e now contains the sum of p[4e + t]; the permutation puts it in lane 4e + t.
+    const vec sums = _mm512_add_ps(_mm512_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, sums);
+  }
 
   // exp(x) by range reduction x = k*ln2 + r with |r| <= ln2/2, a degree-7 Taylor polynomial
   // for exp(r) (truncation error below 6e-9 relative) and scalef for the factor 2^k, which

@@ -1,8 +1,8 @@
 // CPU selective scan, templated on a vector type that covers a block of states.
 //
-// Each channel (b, d) is processed block by block over the state dimension: a block of W
+// Each channel (b, d) is processed block by block over the state dimension. A block of W
 // states keeps its hidden state h in one vector register while the loop runs over the
-// sequence, and the per-position output sum over states is added to a scalar buffer y[l].
+// sequence, and adds its sum over states at each position to a scalar buffer y[l].
 // The file includes no torch header: the ISA files compile it with their own -m flags, the
 // CUDA checker compiles it with nvcc's host compiler, and everything here has internal
 // linkage, so instantiations built for different instruction sets never merge at link time.
@@ -151,17 +151,27 @@ inline typename V::vec scan_block(const SsParams& p, int64_t b, int64_t d, int64
   const int64_t b_step = p.B.seq_stride;
   const int64_t c_step = p.C.seq_stride;
   Vec h = V::zero();
-  for (int64_t l = 0; l < L; ++l) {
-    const T dt = s.dt[l];
-    const Vec decay = V::exp(V::mul(V::set1(dt), a_row));
-    const Vec b_l = V::load(b_row + l * b_step, count);
-    h = V::fma(decay, h, V::mul(b_l, V::set1(dt * u[l])));
-    const Vec c_l = V::load(c_row + l * c_step, count);
-    s.y[l] += V::hsum(V::mul(c_l, h));
-    if (a_out) {
-      V::store_full(a_out + l * V::width, decay);
-      V::store_full(h_out + l * V::width, h);
+  // C*h of W consecutive positions, reduced over states together by transpose_sum: far
+  // fewer shuffles than one horizontal sum per position.
+  Vec products[V::width];
+  for (int64_t l0 = 0; l0 < L; l0 += V::width) {
+    const int steps = static_cast<int>(std::min<int64_t>(V::width, L - l0));
+    for (int j = 0; j < steps; ++j) {
+      const int64_t l = l0 + j;
+      const T dt = s.dt[l];
+      const Vec decay = V::exp(V::mul(V::set1(dt), a_row));
+      const Vec b_l = V::load(b_row + l * b_step, count);
+      h = V::fma(decay, h, V::mul(b_l, V::set1(dt * u[l])));
+      const Vec c_l = V::load(c_row + l * c_step, count);
+      products[j] = V::mul(c_l, h);
+      if (a_out) {
+        V::store_full(a_out + l * V::width, decay);
+        V::store_full(h_out + l * V::width, h);
+      }
     }
+    for (int j = steps; j < V::width; ++j) products[j] = V::zero();
+    T* y = s.y.data() + l0;
+    V::store(y, V::add(V::load(y, steps), V::transpose_sum(products)), steps);
   }
   return h;
 }
@@ -335,6 +345,7 @@ struct ScalarVec {
   static vec fma(vec a, vec b, vec c) { return a * b + c; }
   static vec exp(vec x) { return std::exp(x); }
   static T hsum(vec v) { return v; }
+  static vec transpose_sum(const vec* v) { return v[0]; }
   static vec softplus(vec x) { return ::softplus(x); }
   static vec softplus_grad(vec x) { return ::softplus_grad(x); }
 };

@@ -1,8 +1,9 @@
 // CUDA selective scan behind a C ABI: plain CUDA C++ on the pointers and strides of
 // scan_params.h, no torch headers, so the file builds with nvcc alone.
 //
-// One warp scans one channel (b, d); lane i holds states i, i + 32, ... (at most
-// kMaxStatesPerLane of them), and a warp reduction forms sum_n C*h at each position.
+// One warp scans one channel (b, d). Lane i keeps states i, i + 32, ... (at most
+// kMaxStatesPerLane of them) in registers, and a warp reduction forms sum_n C*h at each
+// position.
 // The backward stores the hidden state every kChunk positions in a scratch buffer, then
 // walks the chunks in reverse, recomputing each chunk's states from its checkpoint.
 // Gradients of B and C are shared by the channels of a group and added with atomicAdd.
@@ -249,9 +250,9 @@ __global__ void backward_kernel(SsParams p, T* scratch) {
   }
 }
 
-bool check(cudaError_t status, const char* what) {
+bool check(cudaError_t status, const char* operation) {
   if (status == cudaSuccess) return true;
-  cuda_error = std::string(what) + ": " + cudaGetErrorString(status);
+  cuda_error = std::string(operation) + ": " + cudaGetErrorString(status);
   return false;
 }
 

@@ -189,8 +189,8 @@ void launch(const SsParams& p, at::ScalarType kind, const at::Device& device, bo
             int64_t tasks) {
   if (device.is_cuda()) {
 #ifdef SWIN_UMAMBA_WITH_CUDA
-    // NOTE: kernels run on the legacy default stream, which synchronises with every other
-    // blocking stream; tch runs its ops there unless a caller sets another stream.
+    // NOTE: the kernels run on the legacy default stream, which synchronises with every
+    // other blocking stream. tch runs its ops there unless a caller sets another stream.
     const int status = backward ? ss_cuda_backward(&p, kind == at::kDouble, nullptr)
                                 : ss_cuda_forward(&p, kind == at::kDouble, nullptr);
     TORCH_CHECK(status == 0, "selective scan CUDA kernel failed: ", ss_cuda_last_error());
@@ -331,7 +331,13 @@ const char* ss_scan_cpu_isa() { return f32_kernels().isa; }
 int ss_scan_set_cpu_isa(const char* isa) {
   const std::string name = isa ? isa : "";
   if (!cpu_has(name)) return 1;
-  active_f32_kernels.store(name == "avx512" ? &kAvx512 : name == "avx2" ? &kAvx2 : &kScalar);
+  const CpuKernels* kernels = &kScalar;
+  if (name == "avx512") {
+    kernels = &kAvx512;
+  } else if (name == "avx2") {
+    kernels = &kAvx2;
+  }
+  active_f32_kernels.store(kernels);
   return 0;
 }
 

@@ -34,8 +34,8 @@ typedef struct SsOperand {
 // channel slice s adds its gradient for position l to
 // ptr + b*batch_stride + s*slice_stride + d*channel_stride + l*seq_stride + n.
 // Slices are contiguous channel ranges that each lie inside one group of every grouped
-// operand, so the CPU backward gives each (batch, slice) task a private region and needs
-// no atomics; the wrapper sums the slices of a group afterwards.
+// operand. The CPU backward gives each (batch, slice) task a private region, so it needs
+// no atomics, and the wrapper sums the slices of a group afterwards.
 typedef struct SsGradOperand {
   void* ptr;
   int64_t batch_stride;

@@ -202,7 +202,7 @@ pub fn selective_scan(
     let mut y = std::ptr::null_mut();
     let mut last_state = std::ptr::null_mut();
     // SAFETY: every pointer comes from a live tch tensor or is null where the shim accepts
-    // null; the shim catches all C++ exceptions and, on success, hands over two new tensors.
+    // null. The shim catches all C++ exceptions and on success returns two new tensors.
     let status = unsafe {
         ffi::ss_selective_scan(
             u.as_ptr(),

@@ -23,10 +23,12 @@ pub fn selective_scan_ref(
         Kind::Float
     };
     let u = u.to_kind(compute);
-    let mut delta = delta.to_kind(compute);
-    if let Some(bias) = options.delta_bias {
-        delta = delta + bias.to_kind(compute).unsqueeze(-1);
-    }
+    // Out-of-place ops throughout: `to_kind` returns the input itself when the dtype already
+    // matches, and an in-place update would modify the caller's tensor.
+    let mut delta = match options.delta_bias {
+        Some(bias) => delta.to_kind(compute) + bias.to_kind(compute).unsqueeze(-1),
+        None => delta.to_kind(compute),
+    };
     if options.delta_softplus {
         delta = delta.softplus();
     }
@@ -43,9 +45,9 @@ pub fn selective_scan_ref(
     };
 
     // The per-step slices come from one unbind, not from indexing inside the loop as the
-    // official code does: the backward of L separate selects adds L zero-filled (B, D, L, N)
-    // tensors, which makes the official backward quadratic in L (hours at 80×80 on two
-    // cores), while unbind's backward stacks the L slices once. Values are identical.
+    // official code does. The backward of L separate selects adds L zero-filled (B, D, L, N)
+    // tensors, so the official backward is quadratic in L (an estimated hours at 80×80 on
+    // two cores). The backward of unbind stacks the L slices once. Values are identical.
     let delta_a_steps = delta_a.unbind(2);
     let delta_b_u_steps = delta_b_u.unbind(2);
     let c_steps = match c.dim() {
@@ -70,7 +72,7 @@ pub fn selective_scan_ref(
         None => y,
     };
     if let Some(z) = options.z {
-        out = out * z.to_kind(compute).silu();
+        out = &out * z.to_kind(compute).silu();
     }
     Ok(ScanOutput {
         y: out.to_kind(input_kind),

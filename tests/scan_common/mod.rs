@@ -148,17 +148,17 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// Asserts |a - b| <= atol + rtol*|b| elementwise, printing the max difference first.
-pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) {
-    assert_eq!(actual.size(), expected.size(), "{what}: shape");
+pub fn assert_close(label: &str, actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) {
+    assert_eq!(actual.size(), expected.size(), "{label}: shape");
     let actual = actual.to_kind(Kind::Double);
     let expected = expected.to_kind(Kind::Double);
     let diff = (&actual - &expected).abs();
     let excess = &diff - (expected.abs() * rtol + atol);
     let max_diff = diff.max().double_value(&[]);
     let worst = excess.max().double_value(&[]);
-    println!("{what}: max |diff| {max_diff:.3e}, max excess over tolerance {worst:.3e}");
+    println!("{label}: max |diff| {max_diff:.3e}, max excess over tolerance {worst:.3e}");
     assert!(
         worst <= 0.0,
-        "{what}: max |diff| {max_diff:.3e} exceeds rtol {rtol}, atol {atol}"
+        "{label}: max |diff| {max_diff:.3e} exceeds rtol {rtol}, atol {atol}"
     );
 }

@@ -66,7 +66,9 @@ struct Buffer {
 };
 
 int64_t groups_of(Layout layout, int64_t groups, int64_t dim) {
-  return layout == Layout::Const ? dim : layout == Layout::Shared ? 1 : groups;
+  if (layout == Layout::Const) return dim;
+  if (layout == Layout::Shared) return 1;
+  return groups;
 }
 
 // Operand view and element count in the kernel layout (n contiguous).
@@ -223,6 +225,7 @@ void time_stage2() {
   fill(B.host, rng, 1.0, false);
   fill(C.host, rng, 1.0, false);
   for (Buffer<float>* b : {&u, &delta, &A, &B, &C}) b->upload();
+
   SsParams p{};
   p.batch = c.batch, p.dim = c.dim, p.seqlen = c.seqlen, p.dstate = c.dstate, p.slices = 4;
   p.delta_softplus = 1;
@@ -232,6 +235,7 @@ void time_stage2() {
   p.du = du.device, p.ddelta = ddelta.device, p.dA = dA.device, p.dD = dD.device;
   p.ddelta_bias = dbias.device;
   p.dB = grad, p.dB.ptr = dB.device, p.dC = grad, p.dC.ptr = dC.device;
+
   cudaEvent_t start, stop;
   CUDA_OK(cudaEventCreate(&start));
   CUDA_OK(cudaEventCreate(&stop));
