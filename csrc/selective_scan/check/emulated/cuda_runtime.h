@@ -1,6 +1,6 @@
 // CPU stand-in for the parts of the CUDA runtime that scan_cuda.cu and cuda_check.cu use,
 // so scripts/cuda-check-emulated can run the CUDA kernels' logic without a GPU. Blocks and
-// warps run one after another; the 32 lanes of a warp run as std::threads, and shuffles
+// warps run one after another. The 32 lanes of a warp run as std::threads, and shuffles
 // and __syncwarp meet at a std::barrier. It checks the algorithm only: nvcc, the GPU
 // memory model and performance are not exercised.
 #pragma once
@@ -82,7 +82,7 @@ T atomicAdd(T* address, T value) {
   return old;
 }
 
-// Runs `kernel` for every block and warp; the script rewrites each <<<...>>> launch into a
+// Runs `kernel` for every block and warp. The script rewrites each <<<...>>> launch into a
 // call of this function.
 inline void emulated_launch(unsigned grid, unsigned block, const std::function<void()>& kernel) {
   for (unsigned b = 0; b < grid; ++b) {
