@@ -13,9 +13,12 @@
 //! - `D`, `delta_bias`: (D)
 //! - last state: (B, D, N)
 
+mod ffi;
 mod reference;
 
 pub use reference::selective_scan_ref;
+
+use std::ffi::CStr;
 
 use tch::{Kind, Tensor};
 
@@ -63,6 +66,11 @@ pub enum ScanError {
     },
     #[error("selective scan extension failed: {0}")]
     Extension(String),
+    #[error(
+        "selective scan: instruction set `{0}` is unknown or not supported by this CPU; \
+         use one of avx512, avx2, scalar that the CPU supports (see `swin-umamba info`)"
+    )]
+    Isa(String),
 }
 
 /// Sizes named on entry: batch B, channels D, sequence length L, state size N.
@@ -167,7 +175,20 @@ pub fn check_inputs(
     })
 }
 
-/// Computes the selective scan; for now the tch-op reference, until the extension lands.
+/// Signature shared by [`selective_scan`] and [`selective_scan_ref`].
+pub type ScanFn = fn(
+    &Tensor,
+    &Tensor,
+    &Tensor,
+    &Tensor,
+    &Tensor,
+    &ScanOptions<'_>,
+) -> Result<ScanOutput, ScanError>;
+
+/// Computes the selective scan with the C++ extension (CPU kernels, or CUDA kernels when they
+/// were built), with gradients through libtorch's autograd for every input except the last
+/// state. Inputs in fp16/bf16/fp32 are computed in fp32, fp64 in fp64; `y` comes back in the
+/// dtype of `u`.
 pub fn selective_scan(
     u: &Tensor,
     delta: &Tensor,
@@ -176,5 +197,96 @@ pub fn selective_scan(
     c: &Tensor,
     options: &ScanOptions<'_>,
 ) -> Result<ScanOutput, ScanError> {
-    selective_scan_ref(u, delta, a, b, c, options)
+    check_inputs(u, delta, a, b, c, options)?;
+    let optional = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr());
+    let mut y = std::ptr::null_mut();
+    let mut last_state = std::ptr::null_mut();
+    // SAFETY: every pointer comes from a live tch tensor or is null where the shim accepts
+    // null. The shim catches all C++ exceptions and on success returns two new tensors.
+    let status = unsafe {
+        ffi::ss_selective_scan(
+            u.as_ptr(),
+            delta.as_ptr(),
+            a.as_ptr(),
+            b.as_ptr(),
+            c.as_ptr(),
+            optional(options.d),
+            optional(options.z),
+            optional(options.delta_bias),
+            options.delta_softplus.into(),
+            &mut y,
+            &mut last_state,
+        )
+    };
+    if status != 0 {
+        // SAFETY: the shim returns a NUL-terminated thread-local string.
+        let message = unsafe { CStr::from_ptr(ffi::ss_scan_last_error()) };
+        return Err(ScanError::Extension(message.to_string_lossy().into_owned()));
+    }
+    // SAFETY: on success both pointers are new tensors owned by the caller.
+    let (y, last_state) = unsafe { (Tensor::from_ptr(y), Tensor::from_ptr(last_state)) };
+    Ok(ScanOutput {
+        y,
+        last_state: options.return_last_state.then_some(last_state),
+    })
+}
+
+/// Instruction sets of the fp32 CPU kernel, best first.
+pub const CPU_ISAS: [&str; 3] = ["avx512", "avx2", "scalar"];
+
+/// Instruction set the fp32 CPU kernel runs with: the best this CPU supports ("avx512",
+/// "avx2" or "scalar") unless [`set_cpu_isa`] chose another.
+pub fn cpu_isa() -> &'static str {
+    // SAFETY: the shim returns a pointer to a static NUL-terminated string.
+    let isa = unsafe { CStr::from_ptr(ffi::ss_scan_cpu_isa()) };
+    isa.to_str().unwrap_or("unknown")
+}
+
+/// Selects the instruction set of the fp32 CPU kernel for the whole process, so tests and
+/// benchmarks can compare them. Fails when the name is not one of [`CPU_ISAS`] or this CPU
+/// lacks the instruction set.
+pub fn set_cpu_isa(isa: &str) -> Result<(), ScanError> {
+    let name = std::ffi::CString::new(isa).map_err(|_| ScanError::Isa(isa.to_string()))?;
+    // SAFETY: a NUL-terminated string that outlives the call.
+    match unsafe { ffi::ss_scan_set_cpu_isa(name.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(ScanError::Isa(isa.to_string())),
+    }
+}
+
+/// Element-wise functions of the fp32 vector kernels, exposed for accuracy tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorMath {
+    Exp = 0,
+    Softplus = 1,
+    SoftplusGrad = 2,
+}
+
+/// Applies one of the vector kernels' element-wise functions with the code of one
+/// instruction set ("avx512" or "avx2"). Returns `None` when this CPU lacks it.
+pub fn vector_math(isa: &str, function: VectorMath, x: &[f32]) -> Option<Vec<f32>> {
+    let supported = match isa {
+        "avx512" => {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+        }
+        "avx2" => {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        _ => false,
+    };
+    if !supported {
+        return None;
+    }
+    let mut y = vec![0f32; x.len()];
+    let (input, output, count) = (x.as_ptr(), y.as_mut_ptr(), x.len() as i64);
+    // SAFETY: both buffers hold x.len() floats and the CPU supports the instruction set.
+    unsafe {
+        match isa {
+            "avx512" => ffi::ss_cpu_math_f32_avx512(function as i32, input, output, count),
+            _ => ffi::ss_cpu_math_f32_avx2(function as i32, input, output, count),
+        }
+    }
+    Some(y)
 }

@@ -23,10 +23,12 @@ pub fn selective_scan_ref(
         Kind::Float
     };
     let u = u.to_kind(compute);
-    let mut delta = delta.to_kind(compute);
-    if let Some(bias) = options.delta_bias {
-        delta = delta + bias.to_kind(compute).unsqueeze(-1);
-    }
+    // Out-of-place ops throughout: `to_kind` returns the input itself when the dtype already
+    // matches, and an in-place update would modify the caller's tensor.
+    let mut delta = match options.delta_bias {
+        Some(bias) => delta.to_kind(compute) + bias.to_kind(compute).unsqueeze(-1),
+        None => delta.to_kind(compute),
+    };
     if options.delta_softplus {
         delta = delta.softplus();
     }
@@ -42,14 +44,25 @@ pub fn selective_scan_ref(
         _ => Tensor::einsum("bdl,bdnl,bdl->bdln", &[&delta, &b, &u], None::<i64>),
     };
 
+    // The per-step slices come from one unbind, not from indexing inside the loop as the
+    // official code does. The backward of L separate selects adds L zero-filled (B, D, L, N)
+    // tensors, so the official backward is quadratic in L (an estimated hours at 80×80 on
+    // two cores). The backward of unbind stacks the L slices once. Values are identical.
+    let delta_a_steps = delta_a.unbind(2);
+    let delta_b_u_steps = delta_b_u.unbind(2);
+    let c_steps = match c.dim() {
+        2 => Vec::new(),
+        3 => c.unbind(2),
+        _ => c.unbind(3),
+    };
     let mut state = Tensor::zeros([dims.batch, dims.dim, dims.dstate], (compute, u.device()));
     let mut ys = Vec::with_capacity(dims.seqlen as usize);
-    for i in 0..dims.seqlen {
-        state = delta_a.select(2, i) * &state + delta_b_u.select(2, i);
+    for i in 0..dims.seqlen as usize {
+        state = &delta_a_steps[i] * &state + &delta_b_u_steps[i];
         let y = match c.dim() {
             2 => Tensor::einsum("bdn,dn->bd", &[&state, &c], None::<i64>),
-            3 => Tensor::einsum("bdn,bn->bd", &[&state, &c.select(2, i)], None::<i64>),
-            _ => Tensor::einsum("bdn,bdn->bd", &[&state, &c.select(3, i)], None::<i64>),
+            3 => Tensor::einsum("bdn,bn->bd", &[&state, &c_steps[i]], None::<i64>),
+            _ => Tensor::einsum("bdn,bdn->bd", &[&state, &c_steps[i]], None::<i64>),
         };
         ys.push(y);
     }
@@ -59,7 +72,7 @@ pub fn selective_scan_ref(
         None => y,
     };
     if let Some(z) = options.z {
-        out = out * z.to_kind(compute).silu();
+        out = &out * z.to_kind(compute).silu();
     }
     Ok(ScanOutput {
         y: out.to_kind(input_kind),
