@@ -331,3 +331,23 @@ fn cpu_isa_is_reported() {
         "unexpected ISA {isa}"
     );
 }
+
+/// An empty sequence gives an empty output and a zero last state, and its backward runs.
+#[test]
+fn empty_sequence_gives_zero_state() {
+    let opts = (Kind::Float, tch::Device::Cpu);
+    let u = Tensor::randn([2, 4, 0], opts).set_requires_grad(true);
+    let a = -Tensor::rand([4, 3], opts);
+    let b = Tensor::randn([2, 2, 3, 0], opts);
+    let options = ScanOptions {
+        return_last_state: true,
+        ..Default::default()
+    };
+    let out = selective_scan(&u, &u.abs(), &a, &b, &b, &options).expect("empty scan runs");
+    assert_eq!(out.y.size(), [2, 4, 0]);
+    let last = out.last_state.expect("last state requested");
+    assert_eq!(last.size(), [2, 4, 3]);
+    assert_eq!(last.abs().max().double_value(&[]), 0.0);
+    let grads = Tensor::run_backward(&[out.y.sum(Kind::Float)], &[&u], false, false);
+    assert_eq!(grads[0].size(), [2, 4, 0]);
+}
