@@ -5,6 +5,7 @@
 //! and trained weights (`weights`) predict (`infer`) and are scored (`eval`). `ablate`
 //! drives the whole chain over experiment grids.
 
+pub mod bench;
 pub mod info;
 pub mod nets;
 pub mod scan;

@@ -17,6 +17,9 @@ enum Command {
     ModelInfo(swin_umamba::nets::cli::ModelInfoArgs),
     /// Run one eval-mode forward pass from safetensors weights and input; write every head.
     Forward(swin_umamba::nets::cli::ForwardArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(swin_umamba::bench::BenchCommand),
 }
 
 fn main() -> Result<()> {
@@ -25,6 +28,7 @@ fn main() -> Result<()> {
         Command::Info => println!("{}", swin_umamba::info::collect()),
         Command::ModelInfo(args) => swin_umamba::nets::cli::run_model_info(args)?,
         Command::Forward(args) => swin_umamba::nets::cli::run_forward(args)?,
+        Command::Bench(command) => swin_umamba::bench::run(command)?,
     }
     Ok(())
 }

@@ -90,7 +90,7 @@ pub enum NetsError {
     },
 }
 
-/// What the trainer needs from a segmentation network.
+/// Interface of a segmentation network for the trainer.
 pub trait SegmentationNet {
     /// Runs the network and returns every deep-supervision head, highest resolution
     /// first, as the official forward returns them. `train` switches DropPath on.
@@ -99,7 +99,7 @@ pub trait SegmentationNet {
     /// `x`: (B, C, H, W); head i: (B, K, H_i, W_i) with H_0 = H.
     fn forward_heads(&self, x: &Tensor, train: bool) -> Vec<Tensor>;
 
-    /// The parameters, named as the official state dict.
+    /// Returns the parameters, named as in the official state dict.
     fn var_store(&self) -> &VarStore;
 
     /// Mutable access, for loading weights and changing dtype or device.
@@ -327,7 +327,7 @@ impl Model {
         state::load_named_tensors(&self.vs, &canonical, source_name)
     }
 
-    /// Every state-dict name PyTorch would list for this model, with its shape.
+    /// Lists every state-dict name PyTorch would list for this model, with its shape.
     pub fn official_state_dict_shapes(&self) -> Vec<(String, Vec<i64>)> {
         let mut names = Vec::new();
         for (name, var) in self.vs.variables() {

@@ -5,7 +5,7 @@
 //! PyTorch's state dict lists every conv block twice (`conv.*` and `all_modules.0.*`,
 //! `norm.*` and `all_modules.1.*`) and the encoder twice (`encoder.*` and
 //! `decoder.encoder.*`), because the same modules are registered under both names. The
-//! VarStore holds each parameter once under the first name; [`official_aliases`] gives
+//! VarStore contains each parameter once, under the first name; [`official_aliases`] gives
 //! the other names, and loading accepts either.
 
 use serde::{Deserialize, Serialize};
