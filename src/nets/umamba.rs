@@ -400,12 +400,12 @@ fn encoder_mamba_layers(
     let n = features.len();
     let (mut h, mut w) = patch;
     let mut layers = Vec::new();
-    for s in 0..n {
-        h /= plan.strides[s];
-        w /= plan.strides[s];
-        let channel_tokens = h * w <= features[s];
+    for (s, (&width, &stride)) in features.iter().zip(&plan.strides).enumerate() {
+        h /= stride;
+        w /= stride;
+        let channel_tokens = h * w <= width;
         let layer = ((s % 2 == 1) ^ (n % 2 == 1)).then(|| {
-            let dim = if channel_tokens { h * w } else { features[s] };
+            let dim = if channel_tokens { h * w } else { width };
             MambaLayer::new(encoder / "mamba_layers" / s, dim, channel_tokens)
         });
         layers.push(layer);
