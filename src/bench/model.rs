@@ -38,8 +38,16 @@ pub struct ModelBenchArgs {
     pub threads: i32,
 }
 
-/// Runs one step and returns its loss.
-fn training_step(model: &dyn SegmentationNet, x: &Tensor, target: &Tensor) -> f64 {
+/// Loss and timings of one step.
+struct StepReport {
+    loss: f64,
+    forward_s: f64,
+    backward_s: f64,
+}
+
+/// Runs one step: forward with its loss, then backward.
+fn training_step(model: &dyn SegmentationNet, x: &Tensor, target: &Tensor) -> StepReport {
+    let start = Instant::now();
     let heads = model.forward_heads(x, true);
     let full = x.size()[2];
     let mut loss = Tensor::zeros([], (Kind::Float, x.device()));
@@ -48,8 +56,24 @@ fn training_step(model: &dyn SegmentationNet, x: &Tensor, target: &Tensor) -> f6
         let t = target.slice(1, 0, None, stride).slice(2, 0, None, stride);
         loss += head.cross_entropy_loss::<Tensor>(&t, None, Reduction::Mean, -100, 0.0);
     }
+    let loss_value = loss.double_value(&[]);
+    let forward_s = start.elapsed().as_secs_f64();
     loss.backward();
-    loss.double_value(&[])
+    let backward_s = start.elapsed().as_secs_f64() - forward_s;
+    StepReport {
+        loss: loss_value,
+        forward_s,
+        backward_s,
+    }
+}
+
+fn zero_gradients(model: &dyn SegmentationNet) {
+    for var in model.var_store().variables().values() {
+        let mut grad = var.grad();
+        if grad.defined() {
+            let _ = grad.zero_();
+        }
+    }
 }
 
 pub fn run(args: ModelBenchArgs) -> Result<()> {
@@ -89,25 +113,21 @@ pub fn run(args: ModelBenchArgs) -> Result<()> {
         );
         for _ in 0..args.warmup {
             training_step(&model, &x, &target);
-            model.var_store().variables().values().for_each(|v| {
-                let _ = v.grad().zero_();
-            });
+            zero_gradients(&model);
         }
         let mut times = Vec::new();
         for _ in 0..args.steps {
-            let start = Instant::now();
-            let loss = training_step(&model, &x, &target);
-            times.push(start.elapsed().as_secs_f64());
-            model.var_store().variables().values().for_each(|v| {
-                let _ = v.grad().zero_();
-            });
+            let report = training_step(&model, &x, &target);
+            zero_gradients(&model);
+            let total = report.forward_s + report.backward_s;
+            times.push(total);
             println!(
-                "{name}: step {:.2} s, loss {loss:.4}",
-                times[times.len() - 1]
+                "{name}: step {total:.2} s (forward {:.2} s, backward {:.2} s), loss {:.4}",
+                report.forward_s, report.backward_s, report.loss
             );
         }
         times.sort_by(f64::total_cmp);
-        if let Some(median) = times.get(times.len() / 2) {
+        if let Some(median) = median_of_sorted(&times) {
             println!(
                 "{name}: median step {median:.2} s over {} steps",
                 times.len()
@@ -115,4 +135,14 @@ pub fn run(args: ModelBenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Median of sorted values (the mean of the middle two for an even count).
+fn median_of_sorted(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }

@@ -76,9 +76,12 @@ impl ModelName {
         };
         Ok(match self {
             ModelName::SwinUMamba | ModelName::SwinUMambaV1 => {
-                let mut config: SwinUMambaConfig = serde_yaml_ng::from_str(&text).map_err(yaml)?;
+                let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(yaml)?;
+                let sets_feat_size = value.get("feat_size").is_some();
+                let mut config: SwinUMambaConfig =
+                    serde_yaml_ng::from_value(value).map_err(yaml)?;
                 // The v1 default has four feature sizes; keep it unless the file sets them.
-                if self == ModelName::SwinUMambaV1 && !text.contains("feat_size") {
+                if self == ModelName::SwinUMambaV1 && !sets_feat_size {
                     config.feat_size = SwinUMambaConfig::v1().feat_size;
                 }
                 ModelConfig::SwinUMamba(config)
