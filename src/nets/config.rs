@@ -50,7 +50,7 @@ impl ModelName {
         }
     }
 
-    /// The official default configuration of this model.
+    /// Returns the official default configuration of this model.
     pub fn default_config(self) -> ModelConfig {
         match self {
             ModelName::SwinUMamba => ModelConfig::SwinUMamba(SwinUMambaConfig::default()),
@@ -129,7 +129,7 @@ pub enum ModelConfig {
 }
 
 impl ModelConfig {
-    /// The configuration as YAML, for writing next to checkpoints.
+    /// Serialises the configuration as YAML, for writing next to checkpoints.
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("model configs serialise to YAML")
     }
