@@ -2,6 +2,7 @@
 //! prints its figures with the machine facts it ran on.
 
 pub mod loader;
+pub mod model;
 pub mod scan;
 
 use clap::Subcommand;
@@ -14,6 +15,8 @@ pub enum BenchCommand {
     Scan(scan::ScanBenchArgs),
     /// Augmented training batches per second and the time spent in each stage.
     Loader(loader::LoaderBenchArgs),
+    /// Time training steps (forward, loss, backward) of a network on the CPU.
+    Model(model::ModelBenchArgs),
 }
 
 /// Runs one benchmark subcommand.
@@ -21,5 +24,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Scan(args) => scan::run(args),
         BenchCommand::Loader(args) => loader::run(args),
+        BenchCommand::Model(args) => model::run(args),
     }
 }

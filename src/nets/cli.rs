@@ -121,6 +121,22 @@ fn classes_from_weights(model: ModelName, weights: &HashMap<String, Tensor>) -> 
     weights.get(key).map(|bias| bias.size()[0])
 }
 
+/// Reads the tensor named `input`, or the only tensor, from a safetensors file.
+fn read_input(path: &Path) -> Result<Tensor> {
+    let inputs = read_safetensors(path)?;
+    if let Some(input) = inputs.get("input") {
+        return Ok(input.shallow_clone());
+    }
+    match inputs.values().next() {
+        Some(only) if inputs.len() == 1 => Ok(only.shallow_clone()),
+        _ => bail!(
+            "{}: expected a tensor named `input` or exactly one tensor, found {:?}",
+            path.display(),
+            inputs.keys().collect::<Vec<_>>()
+        ),
+    }
+}
+
 /// Runs one eval-mode forward and writes every head.
 pub fn run_forward(args: ForwardArgs) -> Result<()> {
     let kind = if args.dtype == "f64" {
@@ -130,16 +146,8 @@ pub fn run_forward(args: ForwardArgs) -> Result<()> {
     };
     let config = resolve_config(args.model, args.config.as_deref())?;
     let weights = read_safetensors(&args.weights)?;
-    let inputs = read_safetensors(&args.input)?;
-    let input = match (inputs.get("input"), inputs.len()) {
-        (Some(t), _) => t.shallow_clone(),
-        (None, 1) => inputs.values().next().expect("one tensor").shallow_clone(),
-        _ => bail!(
-            "{}: expected a tensor named `input` or exactly one tensor, found {:?}",
-            args.input.display(),
-            inputs.keys().collect::<Vec<_>>()
-        ),
-    };
+    let input = read_input(&args.input)?;
+
     let shape = input.size();
     if shape.len() != 4 {
         bail!(
@@ -167,12 +175,14 @@ pub fn run_forward(args: ForwardArgs) -> Result<()> {
     )?;
     model.load_state_dict(&weights, &args.weights.display().to_string())?;
     model.set_kind(kind);
+
     let heads = tch::no_grad(|| model.try_forward(&input.to_kind(kind), false))?;
     let named: Vec<(String, Tensor)> = heads
         .into_iter()
         .enumerate()
         .map(|(i, t)| (format!("output.{i}"), t.contiguous()))
         .collect();
+
     write_atomically(&args.output, &named)?;
     for (name, tensor) in &named {
         println!("{name}: {:?}", tensor.size());

@@ -50,7 +50,7 @@ impl ModelName {
         }
     }
 
-    /// The official default configuration of this model.
+    /// Returns the official default configuration of this model.
     pub fn default_config(self) -> ModelConfig {
         match self {
             ModelName::SwinUMamba => ModelConfig::SwinUMamba(SwinUMambaConfig::default()),
@@ -76,9 +76,12 @@ impl ModelName {
         };
         Ok(match self {
             ModelName::SwinUMamba | ModelName::SwinUMambaV1 => {
-                let mut config: SwinUMambaConfig = serde_yaml_ng::from_str(&text).map_err(yaml)?;
+                let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(yaml)?;
+                let sets_feat_size = value.get("feat_size").is_some();
+                let mut config: SwinUMambaConfig =
+                    serde_yaml_ng::from_value(value).map_err(yaml)?;
                 // The v1 default has four feature sizes; keep it unless the file sets them.
-                if self == ModelName::SwinUMambaV1 && !text.contains("feat_size") {
+                if self == ModelName::SwinUMambaV1 && !sets_feat_size {
                     config.feat_size = SwinUMambaConfig::v1().feat_size;
                 }
                 ModelConfig::SwinUMamba(config)
@@ -126,7 +129,7 @@ pub enum ModelConfig {
 }
 
 impl ModelConfig {
-    /// The configuration as YAML, for writing next to checkpoints.
+    /// Serialises the configuration as YAML, for writing next to checkpoints.
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("model configs serialise to YAML")
     }

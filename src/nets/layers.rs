@@ -80,7 +80,7 @@ impl Linear {
         &self.inner.ws
     }
 
-    /// The bias; panics for a layer built without one (a programming error).
+    /// Returns the bias; panics for a layer built without one (a programming error).
     pub fn bias(&self) -> &Tensor {
         self.inner.bs.as_ref().expect("Linear built with a bias")
     }

@@ -90,7 +90,7 @@ pub enum NetsError {
     },
 }
 
-/// What the trainer needs from a segmentation network.
+/// Interface of a segmentation network for the trainer.
 pub trait SegmentationNet {
     /// Runs the network and returns every deep-supervision head, highest resolution
     /// first, as the official forward returns them. `train` switches DropPath on.
@@ -99,7 +99,7 @@ pub trait SegmentationNet {
     /// `x`: (B, C, H, W); head i: (B, K, H_i, W_i) with H_0 = H.
     fn forward_heads(&self, x: &Tensor, train: bool) -> Vec<Tensor>;
 
-    /// The parameters, named as the official state dict.
+    /// Returns the parameters, named as in the official state dict.
     fn var_store(&self) -> &VarStore;
 
     /// Mutable access, for loading weights and changing dtype or device.
@@ -116,10 +116,10 @@ pub trait SegmentationNet {
 /// The network behind a [`Model`].
 #[derive(Debug)]
 enum Network {
-    SwinUMamba(swin_umamba::SwinUMamba),
-    SwinUMambaD(swin_umamba_d::SwinUMambaD),
-    PlainUNet(plain_unet::PlainConvUNet),
-    UMamba(umamba::UMamba),
+    SwinUMamba(Box<swin_umamba::SwinUMamba>),
+    SwinUMambaD(Box<swin_umamba_d::SwinUMambaD>),
+    PlainUNet(Box<plain_unet::PlainConvUNet>),
+    UMamba(Box<umamba::UMamba>),
 }
 
 /// A built network with its VarStore.
@@ -154,20 +154,20 @@ pub fn build(
     let vs = VarStore::new(device);
     let root = vs.root();
     let network = match (name, config) {
-        (ModelName::SwinUMamba, ModelConfig::SwinUMamba(c)) => Network::SwinUMamba(
+        (ModelName::SwinUMamba, ModelConfig::SwinUMamba(c)) => Network::SwinUMamba(Box::new(
             swin_umamba::SwinUMamba::new(root, in_channels, num_classes, c, false)?,
-        ),
-        (ModelName::SwinUMambaV1, ModelConfig::SwinUMamba(c)) => Network::SwinUMamba(
+        )),
+        (ModelName::SwinUMambaV1, ModelConfig::SwinUMamba(c)) => Network::SwinUMamba(Box::new(
             swin_umamba::SwinUMamba::new(root, in_channels, num_classes, c, true)?,
-        ),
+        )),
         (ModelName::SwinUMambaD, ModelConfig::SwinUMambaD(c)) => {
             let net = swin_umamba_d::SwinUMambaD::new(root, in_channels, num_classes, c)?;
             state::reinit_convs_he(&vs);
-            Network::SwinUMambaD(net)
+            Network::SwinUMambaD(Box::new(net))
         }
-        (ModelName::Nnunet, ModelConfig::PlainUNet(c)) => Network::PlainUNet(
+        (ModelName::Nnunet, ModelConfig::PlainUNet(c)) => Network::PlainUNet(Box::new(
             plain_unet::PlainConvUNet::new(root, in_channels, num_classes, c)?,
-        ),
+        )),
         (ModelName::UmambaBot | ModelName::UmambaEnc, ModelConfig::UMamba(c)) => {
             let net = umamba::UMamba::new(
                 root,
@@ -178,7 +178,7 @@ pub fn build(
                 patch,
             )?;
             state::reinit_convs_he(&vs);
-            Network::UMamba(net)
+            Network::UMamba(Box::new(net))
         }
         _ => {
             return Err(NetsError::InvalidConfig {
@@ -327,7 +327,7 @@ impl Model {
         state::load_named_tensors(&self.vs, &canonical, source_name)
     }
 
-    /// Every state-dict name PyTorch would list for this model, with its shape.
+    /// Lists every state-dict name PyTorch would list for this model, with its shape.
     pub fn official_state_dict_shapes(&self) -> Vec<(String, Vec<i64>)> {
         let mut names = Vec::new();
         for (name, var) in self.vs.variables() {

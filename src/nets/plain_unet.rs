@@ -5,7 +5,7 @@
 //! PyTorch's state dict lists every conv block twice (`conv.*` and `all_modules.0.*`,
 //! `norm.*` and `all_modules.1.*`) and the encoder twice (`encoder.*` and
 //! `decoder.encoder.*`), because the same modules are registered under both names. The
-//! VarStore holds each parameter once under the first name; [`official_aliases`] gives
+//! VarStore contains each parameter once, under the first name; [`official_aliases`] gives
 //! the other names, and loading accepts either.
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ impl Default for PlainUNetConfig {
             features_per_stage: (0..stages).map(|i| (32i64 << i).min(512)).collect(),
             kernel_sizes: vec![3; stages],
             strides: std::iter::once(1)
-                .chain(std::iter::repeat(2).take(stages - 1))
+                .chain(std::iter::repeat_n(2, stages - 1))
                 .collect(),
             n_conv_per_stage: vec![2; stages],
             n_conv_per_stage_decoder: vec![2; stages - 1],
@@ -150,17 +150,17 @@ impl PlainConvUNet {
         let n = features.len();
         let mut encoder = Vec::new();
         let mut cin = in_channels;
-        for s in 0..n {
+        for (s, &width) in features.iter().enumerate() {
             encoder.push(stacked_convs(
                 &path / "encoder" / "stages" / s / 0,
                 cin,
-                features[s],
+                width,
                 config.kernel_sizes[s],
                 config.strides[s],
                 config.n_conv_per_stage[s],
                 config.conv_bias,
             ));
-            cin = features[s];
+            cin = width;
         }
         let decoder_path = &path / "decoder";
         let (mut transpconvs, mut decoder, mut seg_layers) = (Vec::new(), Vec::new(), Vec::new());

@@ -1,5 +1,5 @@
 //! Swin-UMamba (`SwinUMamba` in the official `SwinUMamba.py`), in its current form
-//! (commit 2c1f72e) and in the form of the paper's first version (commit 6855410).
+//! (commit 2c1f72e) and in the form of the first arXiv version of the paper (2402.03302v1, code commit 6855410).
 //!
 //! A 7×7 stride-2 stem with instance norm feeds the VMamba encoder (patch 2), so the
 //! encoder stages sit at 1/4 … 1/32. A MONAI residual-block decoder takes skips from the

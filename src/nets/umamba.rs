@@ -1,10 +1,10 @@
 //! U-Mamba_Bot and U-Mamba_Enc, 2D (`UMambaBot_2d.py`, `UMambaEnc_2d.py` of the official
 //! U-Mamba repository, commit 28459e3), built from an nnU-Net plan's architecture block.
 //!
-//! Both use a residual conv encoder (a `BasicResBlock` with a 1×1 projection starting each
-//! stage, then dynamic-network-architectures' `BasicBlockD`s) and a decoder of nearest
-//! up-sampling + 1×1 conv, concatenation with the skip (except in the last stage, which
-//! takes no skip) and residual blocks. U-Mamba_Bot replaces the bottleneck features by a
+//! Both use a residual conv encoder: each stage starts with a `BasicResBlock` with a 1×1
+//! projection, then dynamic-network-architectures' `BasicBlockD`s. The decoder up-samples
+//! (nearest, then a 1×1 conv), concatenates the skip and runs residual blocks; its last
+//! stage takes no skip. U-Mamba_Bot replaces the bottleneck features by a
 //! Mamba layer over the flattened pixels (`mamba_layer`). U-Mamba_Enc adds a Mamba layer
 //! after every other encoder stage, always including the last (`encoder.mamba_layers`);
 //! where a stage has no more pixels than channels, that layer runs over channel tokens
@@ -335,6 +335,133 @@ impl ResStage {
     }
 }
 
+/// Applies the builders' rule of one block in the deeper half of the network: encoder
+/// stages from ceil(n/2) on and decoder stages from ceil((n-1)/2 + 0.5) on.
+fn forced_block_counts(plan: &PlainUNetConfig) -> (Vec<i64>, Vec<i64>) {
+    let n = plan.features_per_stage.len();
+    let mut blocks = plan.n_conv_per_stage.clone();
+    for b in blocks.iter_mut().skip(n.div_ceil(2)) {
+        *b = 1;
+    }
+    let mut decoder_blocks = plan.n_conv_per_stage_decoder.clone();
+    let first_single = ((n - 1) as f64 / 2.0 + 0.5).ceil() as usize;
+    for b in decoder_blocks.iter_mut().skip(first_single) {
+        *b = 1;
+    }
+    (blocks, decoder_blocks)
+}
+
+/// Builds the stem (`stem.*`) and the encoder stages (`stages.{s}.*`).
+fn build_encoder(
+    encoder: &nn::Path,
+    in_channels: i64,
+    plan: &PlainUNetConfig,
+    blocks: &[i64],
+) -> (ResStage, Vec<ResStage>) {
+    let features = &plan.features_per_stage;
+    let kernels = &plan.kernel_sizes;
+    let bias = plan.conv_bias;
+    let stem = ResStage::new(
+        encoder / "stem",
+        in_channels,
+        features[0],
+        kernels[0],
+        1,
+        blocks[0],
+        bias,
+    );
+    let mut stages = Vec::new();
+    let mut cin = features[0];
+    for s in 0..features.len() {
+        let stride = plan.strides[s];
+        let path = encoder / "stages" / s;
+        stages.push(ResStage::new(
+            path,
+            cin,
+            features[s],
+            kernels[s],
+            stride,
+            blocks[s],
+            bias,
+        ));
+        cin = features[s];
+    }
+    (stem, stages)
+}
+
+/// Builds U-Mamba_Enc's `mamba_layers.{s}`: stage s has one when `(s odd) xor (n odd)`,
+/// over channel tokens where the stage has no more pixels than channels.
+fn encoder_mamba_layers(
+    encoder: &nn::Path,
+    plan: &PlainUNetConfig,
+    patch: (i64, i64),
+) -> Vec<Option<MambaLayer>> {
+    let features = &plan.features_per_stage;
+    let n = features.len();
+    let (mut h, mut w) = patch;
+    let mut layers = Vec::new();
+    for (s, (&width, &stride)) in features.iter().zip(&plan.strides).enumerate() {
+        h /= stride;
+        w /= stride;
+        let channel_tokens = h * w <= width;
+        let layer = ((s % 2 == 1) ^ (n % 2 == 1)).then(|| {
+            let dim = if channel_tokens { h * w } else { width };
+            MambaLayer::new(encoder / "mamba_layers" / s, dim, channel_tokens)
+        });
+        layers.push(layer);
+    }
+    layers
+}
+
+/// Builds the decoder's up-sampling convolutions, stages and heads, from the bottom.
+fn build_decoder(
+    decoder: &nn::Path,
+    num_classes: i64,
+    plan: &PlainUNetConfig,
+    blocks: &[i64],
+) -> (Vec<Conv2d>, Vec<ResStage>, Vec<Conv2d>) {
+    let features = &plan.features_per_stage;
+    let n = features.len();
+    let (mut upsample_convs, mut stages, mut seg_layers) = (vec![], vec![], vec![]);
+    for s in 0..n - 1 {
+        let below = features[n - 1 - s];
+        let skip = features[n - 2 - s];
+        let up_path = decoder / "upsample_layers" / s / "conv";
+        upsample_convs.push(Conv2d::new(
+            up_path,
+            below,
+            skip,
+            1,
+            1,
+            0,
+            1,
+            true,
+            ConvInit::HeNormal,
+        ));
+        let cin = if s + 1 < n - 1 { 2 * skip } else { skip };
+        let kernel = plan.kernel_sizes[n - 2 - s];
+        let path = decoder / "stages" / s;
+        stages.push(ResStage::new(
+            path,
+            cin,
+            skip,
+            kernel,
+            1,
+            blocks[s],
+            plan.conv_bias,
+        ));
+        seg_layers.push(conv(
+            decoder / "seg_layers" / s,
+            skip,
+            num_classes,
+            1,
+            1,
+            true,
+        ));
+    }
+    (upsample_convs, stages, seg_layers)
+}
+
 /// U-Mamba_Bot or U-Mamba_Enc with deep supervision.
 #[derive(Debug)]
 pub struct UMamba {
@@ -377,101 +504,20 @@ impl UMamba {
             });
         }
         let features = plan.features_per_stage.clone();
-        let mut blocks = plan.n_conv_per_stage.clone();
-        for b in blocks.iter_mut().skip(n.div_ceil(2)) {
-            *b = 1;
-        }
-        let mut decoder_blocks = plan.n_conv_per_stage_decoder.clone();
-        let first_single = ((n - 1) as f64 / 2.0 + 0.5).ceil() as usize;
-        for b in decoder_blocks.iter_mut().skip(first_single) {
-            *b = 1;
-        }
-        let bias = plan.conv_bias;
-        let k = &plan.kernel_sizes;
+        let (blocks, decoder_blocks) = forced_block_counts(plan);
         let encoder = &path / "encoder";
-        let stem = ResStage::new(
-            &encoder / "stem",
-            in_channels,
-            features[0],
-            k[0],
-            1,
-            blocks[0],
-            bias,
-        );
-        let mut stages = Vec::new();
-        let mut cin = features[0];
-        for s in 0..n {
-            stages.push(ResStage::new(
-                &encoder / "stages" / s,
-                cin,
-                features[s],
-                k[s],
-                plan.strides[s],
-                blocks[s],
-                bias,
-            ));
-            cin = features[s];
-        }
-        let mut mamba_layers: Vec<Option<MambaLayer>> = (0..n).map(|_| None).collect();
-        let mut fixed_size = None;
-        if encoder_variant {
-            fixed_size = Some(patch);
-            let (mut h, mut w) = patch;
-            for s in 0..n {
-                h /= plan.strides[s];
-                w /= plan.strides[s];
-                let channel_tokens = h * w <= features[s];
-                if (s % 2 == 1) ^ (n % 2 == 1) {
-                    let dim = if channel_tokens { h * w } else { features[s] };
-                    mamba_layers[s] = Some(MambaLayer::new(
-                        &encoder / "mamba_layers" / s,
-                        dim,
-                        channel_tokens,
-                    ));
-                }
-            }
+        let (stem, stages) = build_encoder(&encoder, in_channels, plan, &blocks);
+        let mamba_layers = if encoder_variant {
+            encoder_mamba_layers(&encoder, plan, patch)
         } else {
-            mamba_layers[n - 1] = Some(MambaLayer::new(
-                &path / "mamba_layer",
-                features[n - 1],
-                false,
-            ));
-        }
-        let decoder = &path / "decoder";
-        let (mut upsample_convs, mut decoder_stages, mut seg_layers) = (vec![], vec![], vec![]);
-        for s in 0..n - 1 {
-            let below = features[n - 1 - s];
-            let skip = features[n - 2 - s];
-            upsample_convs.push(Conv2d::new(
-                &decoder / "upsample_layers" / s / "conv",
-                below,
-                skip,
-                1,
-                1,
-                0,
-                1,
-                true,
-                ConvInit::HeNormal,
-            ));
-            let cin = if s + 1 < n - 1 { 2 * skip } else { skip };
-            decoder_stages.push(ResStage::new(
-                &decoder / "stages" / s,
-                cin,
-                skip,
-                k[n - 2 - s],
-                1,
-                decoder_blocks[s],
-                bias,
-            ));
-            seg_layers.push(conv(
-                &decoder / "seg_layers" / s,
-                skip,
-                num_classes,
-                1,
-                1,
-                true,
-            ));
-        }
+            let mut layers: Vec<Option<MambaLayer>> = (0..n).map(|_| None).collect();
+            let bottleneck = MambaLayer::new(&path / "mamba_layer", features[n - 1], false);
+            layers[n - 1] = Some(bottleneck);
+            layers
+        };
+        let fixed_size = encoder_variant.then_some(patch);
+        let (upsample_convs, decoder_stages, seg_layers) =
+            build_decoder(&(&path / "decoder"), num_classes, plan, &decoder_blocks);
         Ok(Self {
             stem,
             stages,
@@ -489,7 +535,7 @@ impl UMamba {
         self.strides.iter().product()
     }
 
-    /// The only input size U-Mamba_Enc takes; `None` for U-Mamba_Bot.
+    /// Returns the only input size U-Mamba_Enc takes, or `None` for U-Mamba_Bot.
     pub fn fixed_input_size(&self) -> Option<(i64, i64)> {
         self.fixed_size
     }
