@@ -112,11 +112,11 @@ fn ds_scales(plan: &LoaderPlanConfig, deep_supervision: bool) -> Vec<[f64; 2]> {
     }
 }
 
-/// A batch in host memory: data (B, C, H, W) and one (B, 1, h, w) label array per
-/// deep-supervision output.
+/// A batch in host memory: one (C, H, W) image per sample, to be stacked into data
+/// (B, C, H, W), and one (B, 1, h, w) label array per deep-supervision output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostBatch {
-    pub data: Vec<f32>,
+    pub images: Vec<Vec<f32>>,
     pub shape: [usize; 4],
     pub targets: Vec<(Vec<i16>, [usize; 4])>,
     /// Case name of every sample.
@@ -224,14 +224,13 @@ impl BatchSampler {
 
         let [h, w] = cfg.patch_size;
         let b = cfg.batch_size;
-        let mut data = Vec::with_capacity(b * self.channels * h * w);
+        let mut images = Vec::with_capacity(b);
         let mut targets: Vec<(Vec<i16>, [usize; 4])> = Vec::new();
         let mut keys = Vec::with_capacity(b);
         let mut forced_foreground = Vec::with_capacity(b);
         for (j, &case) in picks.iter().enumerate() {
             let (out, forced) = self.sample_one(epoch, index, j, case, &mut times);
             let start = Instant::now();
-            data.extend_from_slice(&out.sample.image);
             if targets.is_empty() {
                 targets = out
                     .targets
@@ -248,11 +247,12 @@ impl BatchSampler {
                 dst.0.extend_from_slice(&t.data);
             }
             times.add(Stage::Collate, start.elapsed());
+            images.push(out.sample.image);
             keys.push(self.cases.cases[case].name.clone());
             forced_foreground.push(forced);
         }
         HostBatch {
-            data,
+            images,
             shape: [b, self.channels, h, w],
             targets,
             keys,
