@@ -201,7 +201,7 @@ fn direct_crop_read_equals_window_crop() {
     for (y0, x0) in [(5i64, 9i64), (-20, -7), (30, 60)] {
         let mut image = vec![0.0; 3 * window[0] * window[1]];
         let mut seg = vec![0; window[0] * window[1]];
-        case.read_window(0, y0, x0, window[0], window[1], &mut image, &mut seg);
+        case.read_window([0, y0, x0], window, &mut image, &mut seg);
         let cropped = center_crop(&Sample::new(image, seg, 3, window[0], window[1]), patch);
 
         let (dy, dx) = (
@@ -210,15 +210,7 @@ fn direct_crop_read_equals_window_crop() {
         );
         let mut image = vec![0.0; 3 * patch[0] * patch[1]];
         let mut seg = vec![0; patch[0] * patch[1]];
-        case.read_window(
-            0,
-            y0 + dy,
-            x0 + dx,
-            patch[0],
-            patch[1],
-            &mut image,
-            &mut seg,
-        );
+        case.read_window([0, y0 + dy, x0 + dx], patch, &mut image, &mut seg);
         assert_eq!(cropped.image, image, "corner ({y0}, {x0})");
         assert_eq!(cropped.seg, seg, "corner ({y0}, {x0})");
     }

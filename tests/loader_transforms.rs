@@ -47,7 +47,7 @@ fn always_on() -> TrainingTransforms {
 
 #[test]
 fn full_chain_keeps_label_set() {
-    let transforms = Transforms::Training(always_on());
+    let transforms = Transforms::Training(Box::new(always_on()));
     let scales = [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]];
     for k in 0..4 {
         let input = real_sample(k);

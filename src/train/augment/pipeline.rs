@@ -158,7 +158,7 @@ pub struct Augmented {
 /// (label -1 to 0 and the deep-supervision maps only).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transforms {
-    Training(TrainingTransforms),
+    Training(Box<TrainingTransforms>),
     Validation,
 }
 

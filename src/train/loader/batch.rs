@@ -48,10 +48,10 @@ impl LoaderConfig {
             window: initial_patch_size(plan.patch_size, rotation, WINDOW_MIN_SCALE),
             oversample_foreground_percent: OVERSAMPLE_FOREGROUND_PERCENT,
             deep_supervision_scales: ds_scales(plan, deep_supervision),
-            transforms: Transforms::Training(TrainingTransforms::nnunet_2d(
+            transforms: Transforms::Training(Box::new(TrainingTransforms::nnunet_2d(
                 plan.patch_size,
                 rotation,
-            )),
+            ))),
             seed,
         }
     }
@@ -195,21 +195,33 @@ impl BatchSampler {
             forced,
             &case.class_locations,
         );
+        let spatial = match &cfg.transforms {
+            Transforms::Training(t) => Some(t.spatial.sample(&mut rng)),
+            Transforms::Validation => None,
+        };
         times.add(Stage::Sample, start.elapsed());
 
+        // Without rotation and scaling the spatial transform is a centre crop of the window
+        // (crop_tensor with centre floor(window / 2)), so read just that crop.
         let start = Instant::now();
-        let [wh, ww] = cfg.window;
-        let mut image = vec![0.0f32; self.channels * wh * ww];
-        let mut seg = vec![0i16; wh * ww];
-        case.read_window(
-            corner[0], corner[1], corner[2], wh, ww, &mut image, &mut seg,
-        );
-        let sample = Sample::new(image, seg, self.channels, wh, ww);
+        let crop_only = spatial.is_none_or(|p| p.angle.is_none() && p.scale.is_none());
+        let (y0, x0, [rh, rw]) = if crop_only {
+            let offset = |window: usize, patch: usize| (window / 2) as i64 - (patch / 2) as i64;
+            let dy = offset(cfg.window[0], cfg.patch_size[0]);
+            let dx = offset(cfg.window[1], cfg.patch_size[1]);
+            (corner[1] + dy, corner[2] + dx, cfg.patch_size)
+        } else {
+            (corner[1], corner[2], cfg.window)
+        };
+        let mut image = vec![0.0f32; self.channels * rh * rw];
+        let mut seg = vec![0i16; rh * rw];
+        case.read_window([corner[0], y0, x0], [rh, rw], &mut image, &mut seg);
+        let sample = Sample::new(image, seg, self.channels, rh, rw);
         times.add(Stage::Read, start.elapsed());
 
-        let out = cfg
-            .transforms
-            .apply(sample, &cfg.deep_supervision_scales, &mut rng, times);
+        let scales = &cfg.deep_supervision_scales;
+        let transforms = &cfg.transforms;
+        let out = transforms.apply_with_spatial(spatial.as_ref(), sample, scales, &mut rng, times);
         (out, forced)
     }
 
