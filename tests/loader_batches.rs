@@ -163,8 +163,8 @@ fn training_window_is_enlarged() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = write_dataset(dir.path(), 1);
     let s = sampler(&dataset, true, 0);
-    // 64 × 80 is not elongated beyond 1.5, so nnU-Net rotates by up to 180 degrees; the
-    // window is the patch rotated by 90 degrees, maximised per axis, divided by 0.85.
+    // 64 × 80 is not elongated beyond 1.5, so nnU-Net rotates by up to 180 degrees. The
+    // window is then the patch rotated by 90 degrees, maximised per axis, divided by 0.85.
     assert_eq!(s.config().window, [94, 94]);
 }
 

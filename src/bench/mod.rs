@@ -2,7 +2,7 @@
 
 pub mod loader;
 
-/// What `swin-umamba bench` measures.
+/// The benchmarks of `swin-umamba bench`.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// Augmented training batches per second and the time spent in each stage.

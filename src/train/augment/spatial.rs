@@ -5,11 +5,11 @@
 //! `A · (i - (h-1)/2, j - (w-1)/2) + ((H-1)/2, (W-1)/2)` with `A = R(angle) · scale`, which is
 //! what `grid_sample(align_corners=False)` computes from batchgeneratorsv2's centred grid.
 //! Images are interpolated bilinearly with zero padding (batchgeneratorsv2's
-//! `mode_image='bilinear'`). Labels are never interpolated to new values: each label's
-//! indicator is interpolated bilinearly on the input padded with label -1 (nnU-Net's
-//! `border_mode_seg='constant', padding_value_seg=-1`), scaled by 1000 and rounded to float16,
-//! and the largest wins, ties going to the nearest pixel's label, as batchgeneratorsv2 0.3.6
-//! does. So a point up to half a pixel outside the input still takes the edge pixel's label.
+//! `mode_image='bilinear'`). Labels are never interpolated to new values. As in
+//! batchgeneratorsv2 0.3.6, each label's indicator is interpolated bilinearly on the input
+//! padded with label -1 (nnU-Net's `border_mode_seg='constant', padding_value_seg=-1`),
+//! scaled by 1000 and rounded to float16. The largest score wins, and ties go to the nearest
+//! pixel's label. So a point up to half a pixel outside the input keeps the edge label.
 
 use rand::Rng;
 
@@ -124,7 +124,7 @@ impl SourceGrid {
     }
 
     fn at(&self, i: usize, j: usize) -> [f32; 2] {
-        // The centred identity grid holds exact (half-)integers.
+        // The centred identity grid contains exact (half-)integers.
         let gy = i as f32 - self.half_out[0];
         let gx = j as f32 - self.half_out[1];
         let [in_h, in_w] = self.input;
@@ -138,9 +138,9 @@ impl SourceGrid {
         ]
     }
 
-    /// Whether any sample point lies outside the pixel centres, with batchgeneratorsv2's
+    /// Tests whether any sample point lies outside the pixel centres, with batchgeneratorsv2's
     /// `_may_reach_outside` bound (the tighter of the two axes, applied to both). The map is
-    /// affine, so the patch corners hold the extremes.
+    /// affine, so the patch corners give the extremes.
     fn may_reach_outside(&self, patch: [usize; 2]) -> bool {
         let [in_h, in_w] = [self.input[0] as f64, self.input[1] as f64];
         let bound = (1.0 - 1.0 / in_h).min(1.0 - 1.0 / in_w);
@@ -182,7 +182,7 @@ fn resample(sample: &Sample, patch: [usize; 2], a: [[f64; 2]; 2]) -> Sample {
     let mut seg = vec![PAD_LABEL; h * w];
     let (max_y, max_x) = (in_h as f32 - 1.0, in_w as f32 - 1.0);
     // Square tiles of the output read a compact region of the input even when rotated, which
-    // keeps the reads in cache; the result does not depend on the visiting order.
+    // keeps the reads in cache. The result does not depend on the visiting order.
     let tiles = (0..h)
         .step_by(TILE)
         .flat_map(|ti| (0..w).step_by(TILE).map(move |tj| (ti, tj)));
@@ -275,8 +275,8 @@ const TILE: usize = 32;
 /// The padding label outside the input (nnU-Net's `padding_value_seg=-1`).
 const PAD_LABEL: i16 = -1;
 
-/// The label with the largest interpolated indicator; corners outside the input count as
-/// the padding label. Ties go to the nearest pixel's label when it is among the tied ones
+/// Picks the label with the largest interpolated indicator. Corners outside the input count
+/// as the padding label. Ties go to the nearest pixel's label when it is among the tied ones
 /// (batchgeneratorsv2's default `seg_tiebreak='nearest'`), otherwise to the smallest label.
 fn vote_label(
     seg: &[i16],
@@ -407,7 +407,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_stay_in_set_and_outside_is_minus_one() {
+    fn labels_in_set_outside_minus_one() {
         let s = ramp(1, 20, 20);
         let t = transform([24, 24]);
         let params = SpatialParams {

@@ -21,7 +21,7 @@ use super::sampling::{force_foreground, window_lower_corner, OVERSAMPLE_FOREGROU
 /// (0.85, 1.25)).
 pub const WINDOW_MIN_SCALE: f64 = 0.85;
 
-/// How batches are sampled and transformed.
+/// Settings of batch sampling and augmentation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoaderConfig {
     pub batch_size: usize,
@@ -225,7 +225,7 @@ impl BatchSampler {
         (out, forced)
     }
 
-    /// Builds batch `index` of `epoch`; the result depends only on the seed, the epoch, the
+    /// Builds batch `index` of `epoch`. The result depends only on the seed, the epoch, the
     /// index and the cases, not on the thread that builds it.
     pub fn sample_batch(&self, epoch: u64, index: u64) -> HostBatch {
         let cfg = &self.config;

@@ -17,8 +17,8 @@ pub struct Case {
     seg: NpyArray,
     /// Image shape (C, Z, Y, X).
     pub shape: [usize; 4],
-    /// Foreground locations per label, ascending by label; labels with no stored location
-    /// are kept (empty) because nnU-Net skips them at sampling time, not at load time.
+    /// Foreground locations per label, ascending by label. Labels without stored locations
+    /// stay in the list (empty), because nnU-Net skips them when sampling, not when loading.
     pub class_locations: Vec<(i64, Locations)>,
 }
 

@@ -1,7 +1,7 @@
 //! Worker threads that build batches ahead of the training loop.
 //!
 //! Worker `w` of `n` builds batches `w, w + n, w + 2n, ...` and sends them through its own
-//! bounded channel; the consumer reads the channels in turn, so batches arrive in index order
+//! bounded channel. The consumer reads the channels in turn, so batches arrive in index order
 //! and are identical whatever the number of workers.
 
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -73,7 +73,7 @@ fn tensor_from<T: Copy>(parts: &[Vec<T>], shape: &[usize; 4], kind: Kind) -> Res
     let tensor = Tensor::f_empty(dims.as_slice(), (kind, Device::Cpu))?;
     let mut dst = tensor.data_ptr() as *mut T;
     for part in parts {
-        // SAFETY: the tensor is new, contiguous, on the CPU and holds exactly `count` elements
+        // SAFETY: the tensor is new, contiguous, on the CPU and has room for exactly `count` elements
         // of the same size as T (both checked above), the parts add up to `count`, and nothing
         // else refers to the tensor yet.
         unsafe {
@@ -84,7 +84,7 @@ fn tensor_from<T: Copy>(parts: &[Vec<T>], shape: &[usize; 4], kind: Kind) -> Res
     Ok(tensor)
 }
 
-/// The default worker count: one per available core, as reported by the operating system.
+/// Returns the default worker count: one per available core, as the operating system reports.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
