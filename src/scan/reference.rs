@@ -17,11 +17,7 @@ pub fn selective_scan_ref(
 ) -> Result<ScanOutput, ScanError> {
     let dims = check_inputs(u, delta, a, b, c, options)?;
     let input_kind = u.kind();
-    let compute = if input_kind == Kind::Double {
-        Kind::Double
-    } else {
-        Kind::Float
-    };
+    let compute = if input_kind == Kind::Double { Kind::Double } else { Kind::Float };
     let u = u.to_kind(compute);
     let mut delta = delta.to_kind(compute);
     if let Some(bias) = options.delta_bias {
