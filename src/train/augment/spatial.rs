@@ -180,80 +180,24 @@ fn resample(sample: &Sample, patch: [usize; 2], a: [[f64; 2]; 2]) -> Sample {
 
     let mut image = vec![0.0f32; sample.channels * h * w];
     let mut seg = vec![PAD_LABEL; h * w];
-    let (max_y, max_x) = (in_h as f32 - 1.0, in_w as f32 - 1.0);
+    let planes: Vec<&[f32]> = sample.image.chunks_exact(plane).collect();
+    let mut outputs: Vec<&mut [f32]> = image.chunks_exact_mut(h * w).collect();
+    let input = Input {
+        planes: &planes,
+        seg: &sample.seg,
+        label_set: &label_set,
+        size: [in_h, in_w],
+    };
     // Square tiles of the output read a compact region of the input even when rotated, which
     // keeps the reads in cache. The result does not depend on the visiting order.
-    let tiles = (0..h)
-        .step_by(TILE)
-        .flat_map(|ti| (0..w).step_by(TILE).map(move |tj| (ti, tj)));
-    for (ti, tj) in tiles {
-        for (i, j) in
-            (ti..(ti + TILE).min(h)).flat_map(|i| (tj..(tj + TILE).min(w)).map(move |j| (i, j)))
-        {
-            let out = i * w + j;
-            let [y, x] = grid.at(i, j);
-            let (y0, x0) = (floor(y), floor(x));
-            let (y1, x1) = (y0 + 1.0, x0 + 1.0);
-            // grid_sample's bilinear weights of the nw, ne, sw and se corners.
-            let weights = [
-                (x1 - x) * (y1 - y),
-                (x - x0) * (y1 - y),
-                (x1 - x) * (y - y0),
-                (x - x0) * (y - y0),
-            ];
-            if y0 >= 0.0 && x0 >= 0.0 && y1 <= max_y && x1 <= max_x {
-                // Fast path: all four corners inside the input.
-                let o = y0 as usize * in_w + x0 as usize;
-                let offsets = [o, o + 1, o + in_w, o + in_w + 1];
-                for c in 0..sample.channels {
-                    let src = &sample.image[c * plane..(c + 1) * plane];
-                    image[c * h * w + out] = weights[0] * src[offsets[0]]
-                        + weights[1] * src[offsets[1]]
-                        + weights[2] * src[offsets[2]]
-                        + weights[3] * src[offsets[3]];
+    for ti in (0..h).step_by(TILE) {
+        for tj in (0..w).step_by(TILE) {
+            for i in ti..(ti + TILE).min(h) {
+                for j in tj..(tj + TILE).min(w) {
+                    let out = i * w + j;
+                    seg[out] = sample_pixel(&input, grid.at(i, j), &mut outputs, out);
                 }
-                let l = sample.seg[o];
-                if sample.seg[o + 1] == l
-                    && sample.seg[o + in_w] == l
-                    && sample.seg[o + in_w + 1] == l
-                {
-                    seg[out] = l;
-                    continue;
-                }
-                let offsets = offsets.map(Some);
-                seg[out] = vote_label(
-                    &sample.seg,
-                    &label_set,
-                    &offsets,
-                    &weights,
-                    [y, x],
-                    [in_h, in_w],
-                );
-                continue;
             }
-            let corners = [(y0, x0), (y0, x1), (y1, x0), (y1, x1)];
-            let offsets = corners.map(|(cy, cx)| {
-                let inside = cy >= 0.0 && cy < in_h as f32 && cx >= 0.0 && cx < in_w as f32;
-                inside.then(|| cy as usize * in_w + cx as usize)
-            });
-            for c in 0..sample.channels {
-                let src = &sample.image[c * plane..(c + 1) * plane];
-                let mut v = 0.0f32;
-                for (offset, weight) in offsets.iter().zip(&weights) {
-                    if let Some(o) = offset {
-                        v += weight * src[*o];
-                    }
-                }
-                image[c * h * w + out] = v;
-            }
-            seg[out] = vote_label(
-                &sample.seg,
-                &label_set,
-                &offsets,
-                &weights,
-                [y, x],
-                [in_h, in_w],
-            );
         }
     }
     Sample::new(image, seg, sample.channels, h, w)
@@ -267,6 +211,78 @@ fn floor(v: f32) -> f32 {
     } else {
         t
     }
+}
+
+/// The resampling input: image planes, labels, the labels taking part in the vote, and the
+/// size (H, W).
+struct Input<'a> {
+    planes: &'a [&'a [f32]],
+    seg: &'a [i16],
+    label_set: &'a [i16],
+    size: [usize; 2],
+}
+
+/// Writes the bilinear image values at input position `point` = (y, x) to `outputs` at
+/// `out` and returns the label there.
+#[inline(always)]
+fn sample_pixel(input: &Input, point: [f32; 2], outputs: &mut [&mut [f32]], out: usize) -> i16 {
+    let [in_h, in_w] = input.size;
+    let [y, x] = point;
+    let (y0, x0) = (floor(y), floor(x));
+    let (y1, x1) = (y0 + 1.0, x0 + 1.0);
+    // grid_sample's bilinear weights of the nw, ne, sw and se corners.
+    let weights = [
+        (x1 - x) * (y1 - y),
+        (x - x0) * (y1 - y),
+        (x1 - x) * (y - y0),
+        (x - x0) * (y - y0),
+    ];
+    if y0 >= 0.0 && x0 >= 0.0 && y1 <= (in_h - 1) as f32 && x1 <= (in_w - 1) as f32 {
+        // Fast path: all four corners inside the input.
+        let o = y0 as usize * in_w + x0 as usize;
+        let offsets = [o, o + 1, o + in_w, o + in_w + 1];
+        for (src, dst) in input.planes.iter().zip(outputs.iter_mut()) {
+            dst[out] = weights[0] * src[offsets[0]]
+                + weights[1] * src[offsets[1]]
+                + weights[2] * src[offsets[2]]
+                + weights[3] * src[offsets[3]];
+        }
+        let l = input.seg[o];
+        if input.seg[o + 1] == l && input.seg[o + in_w] == l && input.seg[o + in_w + 1] == l {
+            return l;
+        }
+        let offsets = offsets.map(Some);
+        return vote_label(
+            input.seg,
+            input.label_set,
+            &offsets,
+            &weights,
+            point,
+            input.size,
+        );
+    }
+    let corners = [(y0, x0), (y0, x1), (y1, x0), (y1, x1)];
+    let offsets = corners.map(|(cy, cx)| {
+        let inside = cy >= 0.0 && cy < in_h as f32 && cx >= 0.0 && cx < in_w as f32;
+        inside.then(|| cy as usize * in_w + cx as usize)
+    });
+    for (src, dst) in input.planes.iter().zip(outputs.iter_mut()) {
+        let mut v = 0.0f32;
+        for (offset, weight) in offsets.iter().zip(&weights) {
+            if let Some(o) = offset {
+                v += weight * src[*o];
+            }
+        }
+        dst[out] = v;
+    }
+    vote_label(
+        input.seg,
+        input.label_set,
+        &offsets,
+        &weights,
+        point,
+        input.size,
+    )
 }
 
 /// Edge of the output tiles the resampling visits in turn.
