@@ -39,6 +39,7 @@ impl HostBatch {
                 Kind::Int16,
             )?);
         }
+        // NOTE: the pinned path has not run on a CUDA machine yet.
         if pin_memory {
             data = data.f_pin_memory(Device::Cuda(0))?;
             target = target
