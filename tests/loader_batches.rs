@@ -253,7 +253,7 @@ fn volume_slices_follow_sampling_rule() {
         let (labels, _) = &batch.targets[0];
         let plane = PATCH[0] * PATCH[1];
         for j in 0..BATCH {
-            // Windows lie inside the 96 × 120 slice, so every pixel holds the slice index.
+            // Windows lie inside the 96 × 120 slice, so every pixel contains the slice index.
             let slice = batch.images[j][0] as usize;
             if batch.forced_foreground[j] {
                 assert_eq!(
