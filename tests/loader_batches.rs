@@ -163,8 +163,8 @@ fn training_window_is_enlarged() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = write_dataset(dir.path(), 1);
     let s = sampler(&dataset, true, 0);
-    // 64 × 80 is not elongated beyond 1.5, so nnU-Net rotates by up to 180 degrees; the
-    // window is the patch rotated by 90 degrees, maximised per axis, divided by 0.85.
+    // 64 × 80 is not elongated beyond 1.5, so nnU-Net rotates by up to 180 degrees. The
+    // window is then the patch rotated by 90 degrees, maximised per axis, divided by 0.85.
     assert_eq!(s.config().window, [94, 94]);
 }
 
@@ -201,7 +201,7 @@ fn direct_crop_read_equals_window_crop() {
     for (y0, x0) in [(5i64, 9i64), (-20, -7), (30, 60)] {
         let mut image = vec![0.0; 3 * window[0] * window[1]];
         let mut seg = vec![0; window[0] * window[1]];
-        case.read_window(0, y0, x0, window[0], window[1], &mut image, &mut seg);
+        case.read_window([0, y0, x0], window, &mut image, &mut seg);
         let cropped = center_crop(&Sample::new(image, seg, 3, window[0], window[1]), patch);
 
         let (dy, dx) = (
@@ -210,16 +210,68 @@ fn direct_crop_read_equals_window_crop() {
         );
         let mut image = vec![0.0; 3 * patch[0] * patch[1]];
         let mut seg = vec![0; patch[0] * patch[1]];
-        case.read_window(
-            0,
-            y0 + dy,
-            x0 + dx,
-            patch[0],
-            patch[1],
-            &mut image,
-            &mut seg,
-        );
+        case.read_window([0, y0 + dy, x0 + dx], patch, &mut image, &mut seg);
         assert_eq!(cropped.image, image, "corner ({y0}, {x0})");
         assert_eq!(cropped.seg, seg, "corner ({y0}, {x0})");
+    }
+}
+
+#[test]
+fn volume_slices_follow_sampling_rule() {
+    use swin_umamba::train::loader::npy::{write_f32, write_i8};
+    // A three-slice volume whose image value is the slice index and whose only foreground
+    // (a Kvasir polyp mask) lies in slice 2, as in a preprocessed MRI case.
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = write_dataset(dir.path(), 1);
+    let cases = dataset.join("nnUNetPlans_2d");
+    let (_, mask) = loader_support::kvasir_sample(0);
+    let (h, w) = (loader_support::HEIGHT, loader_support::WIDTH);
+    let image: Vec<f32> = (0..3)
+        .flat_map(|z| std::iter::repeat_n(z as f32, h * w))
+        .collect();
+    let mut seg = vec![0i8; 3 * h * w];
+    for (i, &v) in mask.iter().enumerate() {
+        seg[2 * h * w + i] = (v == 1) as i8;
+    }
+    write_f32(&cases.join("volume.npy"), &[1, 3, h, w], &image).unwrap();
+    write_i8(&cases.join("volume_seg.npy"), &[1, 3, h, w], &seg).unwrap();
+    let locations: Vec<[usize; 4]> = (0..h * w)
+        .filter(|&i| mask[i] == 1)
+        .step_by(5)
+        .map(|i| [0, 2, i / w, i % w])
+        .collect();
+    let props = serde_json::json!({"class_locations": {"1": locations}});
+    std::fs::write(cases.join("volume.json"), props.to_string()).unwrap();
+
+    let plan = LoaderPlanConfig::from_plans_file(&dataset.join("nnUNetPlans.json"), "2d").unwrap();
+    let config = LoaderConfig::nnunet_validation(&plan, false, 4);
+    let folder = CaseFolder::open(&cases, Some(&["volume".to_string()])).unwrap();
+    let s = BatchSampler::new(folder, config).unwrap();
+    let mut random_slices = [0usize; 3];
+    for index in 0..50 {
+        let batch = s.sample_batch(0, index);
+        let (labels, _) = &batch.targets[0];
+        let plane = PATCH[0] * PATCH[1];
+        for j in 0..BATCH {
+            // Windows lie inside the 96 × 120 slice, so every pixel contains the slice index.
+            let slice = batch.images[j][0] as usize;
+            if batch.forced_foreground[j] {
+                assert_eq!(
+                    slice, 2,
+                    "forced sample {j} of batch {index} is not in the foreground slice"
+                );
+                assert!(labels[j * plane..(j + 1) * plane].contains(&1));
+            } else {
+                random_slices[slice] += 1;
+            }
+        }
+    }
+    println!("random samples per slice: {random_slices:?}");
+    for count in random_slices {
+        // 200 random samples over three slices: about 67 each.
+        assert!(
+            count > 40,
+            "slices are not drawn uniformly: {random_slices:?}"
+        );
     }
 }

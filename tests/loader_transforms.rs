@@ -47,7 +47,7 @@ fn always_on() -> TrainingTransforms {
 
 #[test]
 fn full_chain_keeps_label_set() {
-    let transforms = Transforms::Training(always_on());
+    let transforms = Transforms::Training(Box::new(always_on()));
     let scales = [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]];
     for k in 0..4 {
         let input = real_sample(k);
@@ -68,12 +68,13 @@ fn full_chain_keeps_label_set() {
     }
 }
 
-/// An image whose every channel is the indicator of label 1, with labels {0, 1}.
+/// Builds an image whose every channel is the indicator of label 1, with labels {0, 1}.
 fn indicator_sample() -> Sample {
     let (_, seg) = kvasir_sample(1);
     let seg: Vec<i16> = seg.iter().map(|&v| (v == 1) as i16).collect();
     let image: Vec<f32> = seg.iter().map(|&v| v as f32).collect();
-    assert!(seg.contains(&1) && seg.contains(&0));
+    assert!(seg.contains(&1), "the image has a polyp");
+    assert!(seg.contains(&0), "the image has background");
     Sample::new([image.clone(), image].concat(), seg, 2, HEIGHT, WIDTH)
 }
 

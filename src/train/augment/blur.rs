@@ -45,8 +45,8 @@ impl GaussianBlur {
     }
 }
 
-/// The normalised kernel: odd size nearest to `6 sigma + 0.5`, as batchgeneratorsv2's
-/// `_compute_kernel_size` and `_build_kernel`.
+/// Builds the normalised kernel of odd size nearest to `6 sigma + 0.5`, as
+/// batchgeneratorsv2's `_compute_kernel_size` and `_build_kernel` do.
 pub fn kernel(sigma: f64) -> Vec<f32> {
     let target = sigma * TRUNCATE + 0.5;
     let rounded = round_half_even(target);
@@ -153,7 +153,8 @@ mod tests {
         t.apply(&BlurParams(vec![(0, [1.0, 1.0])]), &mut s);
         let sum: f32 = s.image.iter().sum();
         assert!((sum - 1.0).abs() < 1e-5, "sum {sum}");
-        assert!(s.image[40] < 0.2 && s.image[40] > s.image[41]);
+        assert!(s.image[40] < 0.2, "centre {}", s.image[40]);
+        assert!(s.image[40] > s.image[41], "the centre stays the maximum");
         assert_eq!(s.seg, vec![2; 81]);
     }
 

@@ -15,7 +15,7 @@ pub struct Mirror {
     pub axes: Vec<usize>,
 }
 
-/// Which axes flip: [Y, X].
+/// Flip flags of the axes, [Y, X].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MirrorParams(pub [bool; 2]);
 

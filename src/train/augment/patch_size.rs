@@ -4,7 +4,7 @@
 /// nnU-Net's `get_patch_size` caps the rotation it accounts for at 90 degrees.
 const MAX_ROTATION: f64 = std::f64::consts::FRAC_PI_2;
 
-/// The rotation range nnU-Net's trainer uses for 2D data
+/// Returns the rotation range nnU-Net's trainer uses for 2D data
 /// (`configure_rotation_dummyDA_mirroring_and_inital_patch_size`): ±15 degrees when one side
 /// of the patch is more than 1.5 times the other, otherwise ±180 degrees.
 pub fn rotation_range_2d(patch: [usize; 2]) -> (f64, f64) {

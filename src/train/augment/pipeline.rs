@@ -36,8 +36,8 @@ pub struct TrainingTransforms {
 }
 
 impl TrainingTransforms {
-    /// The transforms of `nnUNetTrainer.get_training_transforms` (nnunetv2 2.8.1) for a 2D
-    /// `patch` with rotation range `rotation` (radians) and mirroring of both axes.
+    /// Builds the transforms of `nnUNetTrainer.get_training_transforms` (nnunetv2 2.8.1) for
+    /// a 2D `patch` with rotation range `rotation` (radians) and mirroring of both axes.
     pub fn nnunet_2d(patch: [usize; 2], rotation: (f64, f64)) -> TrainingTransforms {
         let gamma = |apply_probability, p_invert_image| Gamma {
             apply_probability,
@@ -154,11 +154,11 @@ pub struct Augmented {
     pub targets: Vec<LabelMap>,
 }
 
-/// Which chain a loader runs: nnU-Net's training augmentation, or its validation chain
-/// (label -1 to 0 and the deep-supervision maps only).
+/// The transform chain of a loader: nnU-Net's training augmentation, or its validation
+/// chain (label -1 to 0 and the deep-supervision maps only).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transforms {
-    Training(TrainingTransforms),
+    Training(Box<TrainingTransforms>),
     Validation,
 }
 

@@ -3,7 +3,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Uniform draw from [lo, hi), or `lo` when the range is empty, as batchgeneratorsv2's
+/// Draws uniformly from [lo, hi), or returns `lo` when the range is empty, as batchgeneratorsv2's
 /// `sample_scalar` does for a (lo, hi) tuple.
 pub fn uniform<R: Rng>(rng: &mut R, range: (f64, f64)) -> f64 {
     let (lo, hi) = range;
@@ -50,7 +50,7 @@ pub fn derive_seed(parts: &[u64]) -> u64 {
     })
 }
 
-/// The generator for one stream, e.g. `stream_rng(&[seed, epoch, batch, sample])`.
+/// Creates the generator of one stream, e.g. `stream_rng(&[seed, epoch, batch, sample])`.
 pub fn stream_rng(parts: &[u64]) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(derive_seed(parts))
 }

@@ -5,11 +5,11 @@
 //! `A · (i - (h-1)/2, j - (w-1)/2) + ((H-1)/2, (W-1)/2)` with `A = R(angle) · scale`, which is
 //! what `grid_sample(align_corners=False)` computes from batchgeneratorsv2's centred grid.
 //! Images are interpolated bilinearly with zero padding (batchgeneratorsv2's
-//! `mode_image='bilinear'`). Labels are never interpolated to new values: each label's
-//! indicator is interpolated bilinearly on the input padded with label -1 (nnU-Net's
-//! `border_mode_seg='constant', padding_value_seg=-1`), scaled by 1000 and rounded to float16,
-//! and the largest wins, ties going to the nearest pixel's label, as batchgeneratorsv2 0.3.6
-//! does. So a point up to half a pixel outside the input still takes the edge pixel's label.
+//! `mode_image='bilinear'`). Labels are never interpolated to new values. As in
+//! batchgeneratorsv2 0.3.6, each label's indicator is interpolated bilinearly on the input
+//! padded with label -1 (nnU-Net's `border_mode_seg='constant', padding_value_seg=-1`),
+//! scaled by 1000 and rounded to float16. The largest score wins, and ties go to the nearest
+//! pixel's label. So a point up to half a pixel outside the input keeps the edge label.
 
 use rand::Rng;
 
@@ -124,7 +124,7 @@ impl SourceGrid {
     }
 
     fn at(&self, i: usize, j: usize) -> [f32; 2] {
-        // The centred identity grid holds exact (half-)integers.
+        // The centred identity grid contains exact (half-)integers.
         let gy = i as f32 - self.half_out[0];
         let gx = j as f32 - self.half_out[1];
         let [in_h, in_w] = self.input;
@@ -138,9 +138,9 @@ impl SourceGrid {
         ]
     }
 
-    /// Whether any sample point lies outside the pixel centres, with batchgeneratorsv2's
+    /// Tests whether any sample point lies outside the pixel centres, with batchgeneratorsv2's
     /// `_may_reach_outside` bound (the tighter of the two axes, applied to both). The map is
-    /// affine, so the patch corners hold the extremes.
+    /// affine, so the patch corners give the extremes.
     fn may_reach_outside(&self, patch: [usize; 2]) -> bool {
         let [in_h, in_w] = [self.input[0] as f64, self.input[1] as f64];
         let bound = (1.0 - 1.0 / in_h).min(1.0 - 1.0 / in_w);
@@ -180,80 +180,24 @@ fn resample(sample: &Sample, patch: [usize; 2], a: [[f64; 2]; 2]) -> Sample {
 
     let mut image = vec![0.0f32; sample.channels * h * w];
     let mut seg = vec![PAD_LABEL; h * w];
-    let (max_y, max_x) = (in_h as f32 - 1.0, in_w as f32 - 1.0);
+    let planes: Vec<&[f32]> = sample.image.chunks_exact(plane).collect();
+    let mut outputs: Vec<&mut [f32]> = image.chunks_exact_mut(h * w).collect();
+    let input = Input {
+        planes: &planes,
+        seg: &sample.seg,
+        label_set: &label_set,
+        size: [in_h, in_w],
+    };
     // Square tiles of the output read a compact region of the input even when rotated, which
-    // keeps the reads in cache; the result does not depend on the visiting order.
-    let tiles = (0..h)
-        .step_by(TILE)
-        .flat_map(|ti| (0..w).step_by(TILE).map(move |tj| (ti, tj)));
-    for (ti, tj) in tiles {
-        for (i, j) in
-            (ti..(ti + TILE).min(h)).flat_map(|i| (tj..(tj + TILE).min(w)).map(move |j| (i, j)))
-        {
-            let out = i * w + j;
-            let [y, x] = grid.at(i, j);
-            let (y0, x0) = (floor(y), floor(x));
-            let (y1, x1) = (y0 + 1.0, x0 + 1.0);
-            // grid_sample's bilinear weights of the nw, ne, sw and se corners.
-            let weights = [
-                (x1 - x) * (y1 - y),
-                (x - x0) * (y1 - y),
-                (x1 - x) * (y - y0),
-                (x - x0) * (y - y0),
-            ];
-            if y0 >= 0.0 && x0 >= 0.0 && y1 <= max_y && x1 <= max_x {
-                // Fast path: all four corners inside the input.
-                let o = y0 as usize * in_w + x0 as usize;
-                let offsets = [o, o + 1, o + in_w, o + in_w + 1];
-                for c in 0..sample.channels {
-                    let src = &sample.image[c * plane..(c + 1) * plane];
-                    image[c * h * w + out] = weights[0] * src[offsets[0]]
-                        + weights[1] * src[offsets[1]]
-                        + weights[2] * src[offsets[2]]
-                        + weights[3] * src[offsets[3]];
+    // keeps the reads in cache. The result does not depend on the visiting order.
+    for ti in (0..h).step_by(TILE) {
+        for tj in (0..w).step_by(TILE) {
+            for i in ti..(ti + TILE).min(h) {
+                for j in tj..(tj + TILE).min(w) {
+                    let out = i * w + j;
+                    seg[out] = sample_pixel(&input, grid.at(i, j), &mut outputs, out);
                 }
-                let l = sample.seg[o];
-                if sample.seg[o + 1] == l
-                    && sample.seg[o + in_w] == l
-                    && sample.seg[o + in_w + 1] == l
-                {
-                    seg[out] = l;
-                    continue;
-                }
-                let offsets = offsets.map(Some);
-                seg[out] = vote_label(
-                    &sample.seg,
-                    &label_set,
-                    &offsets,
-                    &weights,
-                    [y, x],
-                    [in_h, in_w],
-                );
-                continue;
             }
-            let corners = [(y0, x0), (y0, x1), (y1, x0), (y1, x1)];
-            let offsets = corners.map(|(cy, cx)| {
-                let inside = cy >= 0.0 && cy < in_h as f32 && cx >= 0.0 && cx < in_w as f32;
-                inside.then(|| cy as usize * in_w + cx as usize)
-            });
-            for c in 0..sample.channels {
-                let src = &sample.image[c * plane..(c + 1) * plane];
-                let mut v = 0.0f32;
-                for (offset, weight) in offsets.iter().zip(&weights) {
-                    if let Some(o) = offset {
-                        v += weight * src[*o];
-                    }
-                }
-                image[c * h * w + out] = v;
-            }
-            seg[out] = vote_label(
-                &sample.seg,
-                &label_set,
-                &offsets,
-                &weights,
-                [y, x],
-                [in_h, in_w],
-            );
         }
     }
     Sample::new(image, seg, sample.channels, h, w)
@@ -269,14 +213,86 @@ fn floor(v: f32) -> f32 {
     }
 }
 
+/// The resampling input: image planes, labels, the labels taking part in the vote, and the
+/// size (H, W).
+struct Input<'a> {
+    planes: &'a [&'a [f32]],
+    seg: &'a [i16],
+    label_set: &'a [i16],
+    size: [usize; 2],
+}
+
+/// Writes the bilinear image values at input position `point` = (y, x) to `outputs` at
+/// `out` and returns the label there.
+#[inline(always)]
+fn sample_pixel(input: &Input, point: [f32; 2], outputs: &mut [&mut [f32]], out: usize) -> i16 {
+    let [in_h, in_w] = input.size;
+    let [y, x] = point;
+    let (y0, x0) = (floor(y), floor(x));
+    let (y1, x1) = (y0 + 1.0, x0 + 1.0);
+    // grid_sample's bilinear weights of the nw, ne, sw and se corners.
+    let weights = [
+        (x1 - x) * (y1 - y),
+        (x - x0) * (y1 - y),
+        (x1 - x) * (y - y0),
+        (x - x0) * (y - y0),
+    ];
+    if y0 >= 0.0 && x0 >= 0.0 && y1 <= (in_h - 1) as f32 && x1 <= (in_w - 1) as f32 {
+        // Fast path: all four corners inside the input.
+        let o = y0 as usize * in_w + x0 as usize;
+        let offsets = [o, o + 1, o + in_w, o + in_w + 1];
+        for (src, dst) in input.planes.iter().zip(outputs.iter_mut()) {
+            dst[out] = weights[0] * src[offsets[0]]
+                + weights[1] * src[offsets[1]]
+                + weights[2] * src[offsets[2]]
+                + weights[3] * src[offsets[3]];
+        }
+        let l = input.seg[o];
+        if input.seg[o + 1] == l && input.seg[o + in_w] == l && input.seg[o + in_w + 1] == l {
+            return l;
+        }
+        let offsets = offsets.map(Some);
+        return vote_label(
+            input.seg,
+            input.label_set,
+            &offsets,
+            &weights,
+            point,
+            input.size,
+        );
+    }
+    let corners = [(y0, x0), (y0, x1), (y1, x0), (y1, x1)];
+    let offsets = corners.map(|(cy, cx)| {
+        let inside = cy >= 0.0 && cy < in_h as f32 && cx >= 0.0 && cx < in_w as f32;
+        inside.then(|| cy as usize * in_w + cx as usize)
+    });
+    for (src, dst) in input.planes.iter().zip(outputs.iter_mut()) {
+        let mut v = 0.0f32;
+        for (offset, weight) in offsets.iter().zip(&weights) {
+            if let Some(o) = offset {
+                v += weight * src[*o];
+            }
+        }
+        dst[out] = v;
+    }
+    vote_label(
+        input.seg,
+        input.label_set,
+        &offsets,
+        &weights,
+        point,
+        input.size,
+    )
+}
+
 /// Edge of the output tiles the resampling visits in turn.
 const TILE: usize = 32;
 
 /// The padding label outside the input (nnU-Net's `padding_value_seg=-1`).
 const PAD_LABEL: i16 = -1;
 
-/// The label with the largest interpolated indicator; corners outside the input count as
-/// the padding label. Ties go to the nearest pixel's label when it is among the tied ones
+/// Picks the label with the largest interpolated indicator. Corners outside the input count
+/// as the padding label. Ties go to the nearest pixel's label when it is among the tied ones
 /// (batchgeneratorsv2's default `seg_tiebreak='nearest'`), otherwise to the smallest label.
 fn vote_label(
     seg: &[i16],
@@ -407,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_stay_in_set_and_outside_is_minus_one() {
+    fn labels_in_set_outside_minus_one() {
         let s = ramp(1, 20, 20);
         let t = transform([24, 24]);
         let params = SpatialParams {

@@ -21,7 +21,7 @@ use super::sampling::{force_foreground, window_lower_corner, OVERSAMPLE_FOREGROU
 /// (0.85, 1.25)).
 pub const WINDOW_MIN_SCALE: f64 = 0.85;
 
-/// How batches are sampled and transformed.
+/// Settings of batch sampling and augmentation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoaderConfig {
     pub batch_size: usize,
@@ -48,10 +48,10 @@ impl LoaderConfig {
             window: initial_patch_size(plan.patch_size, rotation, WINDOW_MIN_SCALE),
             oversample_foreground_percent: OVERSAMPLE_FOREGROUND_PERCENT,
             deep_supervision_scales: ds_scales(plan, deep_supervision),
-            transforms: Transforms::Training(TrainingTransforms::nnunet_2d(
+            transforms: Transforms::Training(Box::new(TrainingTransforms::nnunet_2d(
                 plan.patch_size,
                 rotation,
-            )),
+            ))),
             seed,
         }
     }
@@ -112,11 +112,11 @@ fn ds_scales(plan: &LoaderPlanConfig, deep_supervision: bool) -> Vec<[f64; 2]> {
     }
 }
 
-/// A batch in host memory: data (B, C, H, W) and one (B, 1, h, w) label array per
-/// deep-supervision output.
+/// A batch in host memory: one (C, H, W) image per sample, to be stacked into data
+/// (B, C, H, W), and one (B, 1, h, w) label array per deep-supervision output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostBatch {
-    pub data: Vec<f32>,
+    pub images: Vec<Vec<f32>>,
     pub shape: [usize; 4],
     pub targets: Vec<(Vec<i16>, [usize; 4])>,
     /// Case name of every sample.
@@ -195,25 +195,37 @@ impl BatchSampler {
             forced,
             &case.class_locations,
         );
+        let spatial = match &cfg.transforms {
+            Transforms::Training(t) => Some(t.spatial.sample(&mut rng)),
+            Transforms::Validation => None,
+        };
         times.add(Stage::Sample, start.elapsed());
 
+        // Without rotation and scaling the spatial transform is a centre crop of the window
+        // (crop_tensor with centre floor(window / 2)), so read just that crop.
         let start = Instant::now();
-        let [wh, ww] = cfg.window;
-        let mut image = vec![0.0f32; self.channels * wh * ww];
-        let mut seg = vec![0i16; wh * ww];
-        case.read_window(
-            corner[0], corner[1], corner[2], wh, ww, &mut image, &mut seg,
-        );
-        let sample = Sample::new(image, seg, self.channels, wh, ww);
+        let crop_only = spatial.is_none_or(|p| p.angle.is_none() && p.scale.is_none());
+        let (y0, x0, [rh, rw]) = if crop_only {
+            let offset = |window: usize, patch: usize| (window / 2) as i64 - (patch / 2) as i64;
+            let dy = offset(cfg.window[0], cfg.patch_size[0]);
+            let dx = offset(cfg.window[1], cfg.patch_size[1]);
+            (corner[1] + dy, corner[2] + dx, cfg.patch_size)
+        } else {
+            (corner[1], corner[2], cfg.window)
+        };
+        let mut image = vec![0.0f32; self.channels * rh * rw];
+        let mut seg = vec![0i16; rh * rw];
+        case.read_window([corner[0], y0, x0], [rh, rw], &mut image, &mut seg);
+        let sample = Sample::new(image, seg, self.channels, rh, rw);
         times.add(Stage::Read, start.elapsed());
 
-        let out = cfg
-            .transforms
-            .apply(sample, &cfg.deep_supervision_scales, &mut rng, times);
+        let scales = &cfg.deep_supervision_scales;
+        let transforms = &cfg.transforms;
+        let out = transforms.apply_with_spatial(spatial.as_ref(), sample, scales, &mut rng, times);
         (out, forced)
     }
 
-    /// Builds batch `index` of `epoch`; the result depends only on the seed, the epoch, the
+    /// Builds batch `index` of `epoch`. The result depends only on the seed, the epoch, the
     /// index and the cases, not on the thread that builds it.
     pub fn sample_batch(&self, epoch: u64, index: u64) -> HostBatch {
         let cfg = &self.config;
@@ -224,14 +236,13 @@ impl BatchSampler {
 
         let [h, w] = cfg.patch_size;
         let b = cfg.batch_size;
-        let mut data = Vec::with_capacity(b * self.channels * h * w);
+        let mut images = Vec::with_capacity(b);
         let mut targets: Vec<(Vec<i16>, [usize; 4])> = Vec::new();
         let mut keys = Vec::with_capacity(b);
         let mut forced_foreground = Vec::with_capacity(b);
         for (j, &case) in picks.iter().enumerate() {
             let (out, forced) = self.sample_one(epoch, index, j, case, &mut times);
             let start = Instant::now();
-            data.extend_from_slice(&out.sample.image);
             if targets.is_empty() {
                 targets = out
                     .targets
@@ -248,11 +259,12 @@ impl BatchSampler {
                 dst.0.extend_from_slice(&t.data);
             }
             times.add(Stage::Collate, start.elapsed());
+            images.push(out.sample.image);
             keys.push(self.cases.cases[case].name.clone());
             forced_foreground.push(forced);
         }
         HostBatch {
-            data,
+            images,
             shape: [b, self.channels, h, w],
             targets,
             keys,

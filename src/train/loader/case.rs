@@ -17,8 +17,8 @@ pub struct Case {
     seg: NpyArray,
     /// Image shape (C, Z, Y, X).
     pub shape: [usize; 4],
-    /// Foreground locations per label, ascending by label; labels with no stored location
-    /// are kept (empty) because nnU-Net skips them at sampling time, not at load time.
+    /// Foreground locations per label, ascending by label. Labels without stored locations
+    /// stay in the list (empty), because nnU-Net skips them when sampling, not when loading.
     pub class_locations: Vec<(i64, Locations)>,
 }
 
@@ -56,19 +56,19 @@ impl Case {
         })
     }
 
-    /// Copies the window starting at (`z`, `y0`, `x0`) of size `height` × `width` from slice
-    /// `z` into `image` (C, height, width) and `seg` (height, width). Pixels outside the case
-    /// become 0 in the image and -1 in the label, as nnU-Net's `crop_and_pad_nd` pads them.
+    /// Copies the window with lower corner `corner` = (z, y, x) and `size` = (height, width)
+    /// from slice z into `image` (C, height, width) and `seg` (height, width). Pixels outside
+    /// the case become 0 in the image and -1 in the label, as nnU-Net's `crop_and_pad_nd`
+    /// pads them.
     pub fn read_window(
         &self,
-        z: i64,
-        y0: i64,
-        x0: i64,
-        height: usize,
-        width: usize,
+        corner: [i64; 3],
+        size: [usize; 2],
         image: &mut [f32],
         seg: &mut [i16],
     ) {
+        let [z, y0, x0] = corner;
+        let [height, width] = size;
         let [channels, depth, ny, nx] = self.shape;
         assert_eq!(image.len(), channels * height * width, "image buffer size");
         assert_eq!(seg.len(), height * width, "label buffer size");

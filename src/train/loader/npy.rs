@@ -22,7 +22,7 @@ pub enum DType {
 }
 
 impl DType {
-    /// The `descr` string numpy writes for this type.
+    /// Returns the `descr` string numpy writes for this type.
     pub fn descr(self) -> &'static str {
         match self {
             DType::F32 => "<f4",
@@ -60,8 +60,8 @@ pub struct NpyArray {
 }
 
 impl NpyArray {
-    /// Maps `path` and parses its header; fails on unsupported versions, Fortran order or a
-    /// data section shorter than the shape says.
+    /// Maps `path` and parses its header. Fails on unsupported versions, Fortran order or a
+    /// data section shorter than the shape requires.
     pub fn open(path: &Path) -> Result<NpyArray> {
         let file = File::open(path).map_err(io_error(path))?;
         // SAFETY: the preprocessed files are written once (to a temporary name, then renamed)
@@ -138,7 +138,7 @@ impl NpyArray {
         &self.path
     }
 
-    /// The data as `f32`; fails unless the file stores little-endian float32.
+    /// Views the data as `f32`. Fails unless the file stores little-endian float32.
     pub fn as_f32(&self) -> Result<&[f32]> {
         self.check_dtype(DType::F32, "float32 ('<f4')")?;
         let n: usize = self.shape.iter().product();
@@ -157,7 +157,7 @@ impl NpyArray {
         Ok(body)
     }
 
-    /// The data as `i8`; fails unless the file stores int8.
+    /// Views the data as `i8`. Fails unless the file stores int8.
     pub fn as_i8(&self) -> Result<&[i8]> {
         self.check_dtype(DType::I8, "int8 ('|i1')")?;
         let n: usize = self.shape.iter().product();

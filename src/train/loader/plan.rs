@@ -9,7 +9,7 @@ use super::error::{io_error, LoaderError, Result};
 /// The loader's view of one plan configuration: patch size, batch size and the pooling
 /// strides that fix the deep-supervision scales.
 ///
-/// NOTE: a stand-in until the planner's own plan type lands; it reads only the keys listed
+/// NOTE: a stand-in until the planner's own plan type lands. It reads only the keys listed
 /// here, so swapping it for the planner's type means mapping these four fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoaderPlanConfig {

@@ -32,7 +32,7 @@ pub fn forced_per_batch(batch_size: usize, percent: f64) -> usize {
 /// around the image (window minus network patch), both (Z, Y, X). Random positions are
 /// uniform over [-pad/2, shape + pad/2 - window] (floor and ceil halves as nnU-Net). Forced
 /// positions pick a label with stored locations uniformly, then one of its locations
-/// uniformly, and centre the window there, clamped only from below as nnU-Net does; a case
+/// uniformly, and centre the window there, clamped only from below as nnU-Net does. A case
 /// without foreground falls back to a random position.
 pub fn window_lower_corner<R: Rng>(
     rng: &mut R,

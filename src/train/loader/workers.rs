@@ -1,7 +1,7 @@
 //! Worker threads that build batches ahead of the training loop.
 //!
 //! Worker `w` of `n` builds batches `w, w + n, w + 2n, ...` and sends them through its own
-//! bounded channel; the consumer reads the channels in turn, so batches arrive in index order
+//! bounded channel. The consumer reads the channels in turn, so batches arrive in index order
 //! and are identical whatever the number of workers.
 
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -30,11 +30,16 @@ impl HostBatch {
     pub fn into_tensors(self, pin_memory: bool) -> Result<Batch> {
         let mut times = self.times;
         let start = std::time::Instant::now();
-        let mut data = tensor_from(&self.data, &self.shape, Kind::Float)?;
+        let mut data = tensor_from(&self.images, &self.shape, Kind::Float)?;
         let mut target = Vec::with_capacity(self.targets.len());
         for (values, shape) in &self.targets {
-            target.push(tensor_from(values, shape, Kind::Int16)?);
+            target.push(tensor_from(
+                std::slice::from_ref(values),
+                shape,
+                Kind::Int16,
+            )?);
         }
+        // NOTE: the pinned path has not run on a CUDA machine yet.
         if pin_memory {
             data = data.f_pin_memory(Device::Cuda(0))?;
             target = target
@@ -52,12 +57,14 @@ impl HostBatch {
     }
 }
 
-/// Copies `values` into a new CPU tensor with a plain memcpy. `Tensor::from_slice` would run
-/// libtorch's parallel copy, whose OpenMP threads spin in every worker and, on a machine with
-/// few cores, took a third of the loader's CPU time in a profile of `bench loader`.
-fn tensor_from<T: Copy>(values: &[T], shape: &[usize; 4], kind: Kind) -> Result<Tensor> {
+/// Copies `parts` one after the other into a new CPU tensor with plain memcpy calls.
+/// `Tensor::from_slice` would run libtorch's parallel copy, whose OpenMP threads spin in every
+/// worker and, on a machine with few cores, took a third of the loader's CPU time in a profile
+/// of `bench loader`.
+fn tensor_from<T: Copy>(parts: &[Vec<T>], shape: &[usize; 4], kind: Kind) -> Result<Tensor> {
     let count: usize = shape.iter().product();
-    assert_eq!(values.len(), count, "batch buffer does not match its shape");
+    let total: usize = parts.iter().map(Vec::len).sum();
+    assert_eq!(total, count, "batch buffers do not match the shape");
     assert_eq!(
         std::mem::size_of::<T>(),
         kind.elt_size_in_bytes(),
@@ -65,15 +72,20 @@ fn tensor_from<T: Copy>(values: &[T], shape: &[usize; 4], kind: Kind) -> Result<
     );
     let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     let tensor = Tensor::f_empty(dims.as_slice(), (kind, Device::Cpu))?;
-    // SAFETY: the tensor is new, contiguous, on the CPU and holds exactly `count` elements of
-    // the same size as T (both checked above), and nothing else refers to it yet.
-    unsafe {
-        std::ptr::copy_nonoverlapping(values.as_ptr(), tensor.data_ptr() as *mut T, count);
+    let mut dst = tensor.data_ptr() as *mut T;
+    for part in parts {
+        // SAFETY: the tensor is new, contiguous, on the CPU and has room for exactly `count` elements
+        // of the same size as T (both checked above), the parts add up to `count`, and nothing
+        // else refers to the tensor yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len());
+            dst = dst.add(part.len());
+        }
     }
     Ok(tensor)
 }
 
-/// The default worker count: one per available core, as reported by the operating system.
+/// Returns the default worker count: one per available core, as the operating system reports.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
