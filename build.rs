@@ -19,14 +19,20 @@ fn main() {
         env::var("DEP_TCH_LIBTORCH_LIB")
             .expect("torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)"),
     );
-    let torch_root = lib_dir.parent().expect("libtorch lib folder has a parent").to_path_buf();
+    let torch_root = lib_dir
+        .parent()
+        .expect("libtorch lib folder has a parent")
+        .to_path_buf();
     let includes = [
         torch_root.join("include"),
         torch_root.join("include/torch/csrc/api/include"),
     ];
 
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
-    println!("cargo:rustc-env=SWIN_UMAMBA_LIBTORCH_LIB={}", lib_dir.display());
+    println!(
+        "cargo:rustc-env=SWIN_UMAMBA_LIBTORCH_LIB={}",
+        lib_dir.display()
+    );
     if lib_dir.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-L{}", lib_dir.display());
@@ -66,7 +72,9 @@ fn main() {
         }
         let mut build = cc::Build::new();
         build.cpp(true).std("c++17").opt_level(3).warnings(false);
-        build.flag("-D_GLIBCXX_USE_CXX11_ABI=1").flag("-fopenmp-simd");
+        build
+            .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+            .flag("-fopenmp-simd");
         if with_cuda {
             build.define("SWIN_UMAMBA_WITH_CUDA", None);
         }
@@ -82,7 +90,11 @@ fn main() {
     };
     base(&generic, &[], "ss_generic");
     base(&avx2, &["-mavx2", "-mfma"], "ss_avx2");
-    base(&avx512, &["-mavx512f", "-mavx512dq", "-mavx512vl", "-mfma"], "ss_avx512");
+    base(
+        &avx512,
+        &["-mavx512f", "-mavx512dq", "-mavx512vl", "-mfma"],
+        "ss_avx512",
+    );
 
     if let (true, Some(nvcc)) = (with_cuda, nvcc) {
         build_cuda(&nvcc, &cuda, csrc);
@@ -105,7 +117,10 @@ fn find_nvcc() -> Option<PathBuf> {
             return Some(candidate);
         }
     }
-    let output = Command::new("sh").args(["-c", "command -v nvcc"]).output().ok()?;
+    let output = Command::new("sh")
+        .args(["-c", "command -v nvcc"])
+        .output()
+        .ok()?;
     let found = String::from_utf8_lossy(&output.stdout).trim().to_string();
     (!found.is_empty()).then(|| PathBuf::from(found))
 }
@@ -118,7 +133,14 @@ fn build_cuda(nvcc: &Path, files: &[PathBuf], csrc: &Path) {
     for file in files {
         let object = out_dir.join(file.file_stem().unwrap()).with_extension("o");
         let status = Command::new(nvcc)
-            .args(["-c", "-O3", "-std=c++17", "--use_fast_math", "-Xcompiler", "-fPIC"])
+            .args([
+                "-c",
+                "-O3",
+                "-std=c++17",
+                "--use_fast_math",
+                "-Xcompiler",
+                "-fPIC",
+            ])
             .args(["-gencode", "arch=compute_80,code=sm_80"])
             .args(["-gencode", "arch=compute_90,code=sm_90"])
             .arg("-I")

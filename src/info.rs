@@ -15,7 +15,9 @@ fn read_string(fill: unsafe extern "C" fn(*mut c_char, usize)) -> String {
     // SAFETY: the callee writes at most `capacity` bytes including the NUL terminator.
     unsafe {
         fill(buffer.as_mut_ptr(), buffer.len());
-        CStr::from_ptr(buffer.as_ptr()).to_string_lossy().into_owned()
+        CStr::from_ptr(buffer.as_ptr())
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -36,7 +38,11 @@ pub struct Info {
 /// Collects the facts for `swin-umamba info`.
 pub fn collect() -> Info {
     let cuda_available = tch::Cuda::is_available();
-    let device_count = if cuda_available { tch::Cuda::device_count() } else { 0 };
+    let device_count = if cuda_available {
+        tch::Cuda::device_count()
+    } else {
+        0
+    };
     let cuda_devices = (0..device_count).map(cuda_device_name).collect();
     Info {
         libtorch_version: read_string(ss_libtorch_version),
@@ -66,7 +72,15 @@ impl std::fmt::Display for Info {
         writeln!(f, "intra-op threads     {}", self.threads)?;
         writeln!(f, "ATen CPU capability  {}", self.aten_cpu_capability)?;
         writeln!(f, "scan kernel ISA      {}", self.scan_kernel_isa)?;
-        writeln!(f, "CUDA scan kernels    {}", if self.cuda_kernels_built { "built" } else { "not built (no nvcc at build time)" })?;
+        writeln!(
+            f,
+            "CUDA scan kernels    {}",
+            if self.cuda_kernels_built {
+                "built"
+            } else {
+                "not built (no nvcc at build time)"
+            }
+        )?;
         writeln!(f, "CUDA available       {}", self.cuda_available)?;
         writeln!(f, "cuDNN available      {}", self.cudnn_available)?;
         if self.cuda_devices.is_empty() {

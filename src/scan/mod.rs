@@ -47,11 +47,23 @@ pub struct ScanOutput {
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
     #[error("selective scan: tensor `{name}` has shape {found:?}, expected {expected}")]
-    Shape { name: &'static str, found: Vec<i64>, expected: String },
+    Shape {
+        name: &'static str,
+        found: Vec<i64>,
+        expected: String,
+    },
     #[error("selective scan: tensor `{name}` has dtype {found:?}, expected {expected}")]
-    Dtype { name: &'static str, found: Kind, expected: String },
+    Dtype {
+        name: &'static str,
+        found: Kind,
+        expected: String,
+    },
     #[error("selective scan: tensor `{name}` is on {found:?}, but `u` is on {expected:?}")]
-    Device { name: &'static str, found: tch::Device, expected: tch::Device },
+    Device {
+        name: &'static str,
+        found: tch::Device,
+        expected: tch::Device,
+    },
     #[error("selective scan extension failed: {0}")]
     Extension(String),
     #[error(
@@ -96,7 +108,11 @@ pub fn check_inputs(
     let device = u.device();
     let mut tensors: Vec<(&'static str, &Tensor)> =
         vec![("u", u), ("delta", delta), ("A", a), ("B", b), ("C", c)];
-    for (name, t) in [("D", options.d), ("z", options.z), ("delta_bias", options.delta_bias)] {
+    for (name, t) in [
+        ("D", options.d),
+        ("z", options.z),
+        ("delta_bias", options.delta_bias),
+    ] {
         if let Some(t) = t {
             tensors.push((name, t));
         }
@@ -110,7 +126,11 @@ pub fn check_inputs(
             });
         }
         if t.device() != device {
-            return Err(ScanError::Device { name, found: t.device(), expected: device });
+            return Err(ScanError::Device {
+                name,
+                found: t.device(),
+                expected: device,
+            });
         }
     }
     let bdl = format!("(B, D, L) = ({batch}, {dim}, {seqlen})");
@@ -133,9 +153,7 @@ pub fn check_inputs(
         let ok = match t.size()[..] {
             [d, n] => d == dim && n == dstate,
             [bb, n, l] => bb == batch && n == dstate && l == seqlen,
-            [bb, g, n, l] => {
-                bb == batch && g > 0 && dim % g == 0 && n == dstate && l == seqlen
-            }
+            [bb, g, n, l] => bb == batch && g > 0 && dim % g == 0 && n == dstate && l == seqlen,
             _ => false,
         };
         if !ok {
@@ -149,7 +167,12 @@ pub fn check_inputs(
             ));
         }
     }
-    Ok(ScanDims { batch, dim, seqlen, dstate })
+    Ok(ScanDims {
+        batch,
+        dim,
+        seqlen,
+        dstate,
+    })
 }
 
 /// Signature shared by [`selective_scan`] and [`selective_scan_ref`].

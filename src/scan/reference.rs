@@ -17,7 +17,11 @@ pub fn selective_scan_ref(
 ) -> Result<ScanOutput, ScanError> {
     let dims = check_inputs(u, delta, a, b, c, options)?;
     let input_kind = u.kind();
-    let compute = if input_kind == Kind::Double { Kind::Double } else { Kind::Float };
+    let compute = if input_kind == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    };
     let u = u.to_kind(compute);
     // Out-of-place ops throughout: `to_kind` returns the input itself when the dtype already
     // matches, and an in-place update would modify the caller's tensor.
