@@ -1,17 +1,34 @@
 //! Resampling to the target spacing, as nnU-Net's `resample_data_or_seg_to_shape` with
 //! the default plans: images with third-order splines slice by slice (scikit-image's
 //! `resize(order=3, mode="edge", anti_aliasing=False)`), labels one class at a time with
-//! linear interpolation and a 0.5 threshold (`resize_segmentation`). A 2d configuration
+//! linear interpolation and the highest score winning (`resize_segmentation`). A 2d configuration
 //! keeps the z spacing, so only the in-plane axes change.
+
+/// Sample types [`resize_linear`] interpolates, in their own precision.
+pub trait Sample: Copy {
+    fn lerp(a: Self, b: Self, w: f64) -> Self;
+}
+
+impl Sample for f32 {
+    fn lerp(a: f32, b: f32, w: f64) -> f32 {
+        a + (b - a) * w as f32
+    }
+}
+
+impl Sample for f64 {
+    fn lerp(a: f64, b: f64, w: f64) -> f64 {
+        a + (b - a) * w
+    }
+}
 
 /// Resizes `channels` volumes of `shape` to `new_shape` with linear interpolation along
 /// each axis, pixel centres aligned (`grid_mode=True`), edges clamped.
-pub fn resize_linear(
-    data: &[f32],
+pub fn resize_linear<T: Sample>(
+    data: &[T],
     channels: usize,
     shape: [usize; 3],
     new_shape: [usize; 3],
-) -> Vec<f32> {
+) -> Vec<T> {
     let mut current = data.to_vec();
     let mut cur_shape = shape;
     for axis in 0..3 {
@@ -26,28 +43,28 @@ pub fn resize_linear(
     current
 }
 
-fn resize_axis(
-    data: &[f32],
+fn resize_axis<T: Sample>(
+    data: &[T],
     channels: usize,
     shape: [usize; 3],
     new_shape: [usize; 3],
     axis: usize,
-) -> Vec<f32> {
+) -> Vec<T> {
     let (old_n, new_n) = (shape[axis], new_shape[axis]);
     let scale = old_n as f64 / new_n as f64;
-    let taps: Vec<(usize, usize, f32)> = (0..new_n)
+    let taps: Vec<(usize, usize, f64)> = (0..new_n)
         .map(|o| {
             let x = ((o as f64 + 0.5) * scale - 0.5).clamp(0.0, (old_n - 1) as f64);
             let lo = x.floor() as usize;
             let hi = (lo + 1).min(old_n - 1);
-            (lo, hi, (x - lo as f64) as f32)
+            (lo, hi, x - lo as f64)
         })
         .collect();
     let strides = [shape[1] * shape[2], shape[2], 1];
     let new_strides = [new_shape[1] * new_shape[2], new_shape[2], 1];
     let old_total: usize = shape.iter().product();
     let new_total: usize = new_shape.iter().product();
-    let mut out = vec![0f32; channels * new_total];
+    let mut out = Vec::with_capacity(channels * new_total);
     for c in 0..channels {
         for i in 0..new_total {
             let coords = [
@@ -64,14 +81,68 @@ fn resize_axis(
             }
             let a = data[c * old_total + base + lo * strides[axis]];
             let b = data[c * old_total + base + hi * strides[axis]];
-            out[c * new_total + i] = a + (b - a) * w;
+            out.push(T::lerp(a, b, w));
         }
     }
     out
 }
 
-/// Resizes a label map: each label value is resized as a 0/1 mask and written where the
-/// result is at least 0.5, in increasing label order.
+/// Linear taps of SciPy's `zoom(order=1, mode="nearest", grid_mode=True)` for one axis:
+/// the two source indices (clamped to the edge) and their weights.
+fn linear_taps(n: usize, new_n: usize) -> Vec<([usize; 2], [f64; 2])> {
+    let scale = n as f64 / new_n as f64;
+    (0..new_n)
+        .map(|o| {
+            let x = (o as f64 + 0.5) * scale - 0.5;
+            let base = x.floor();
+            let t = x - base;
+            let clamp = |i: f64| i.clamp(0.0, (n - 1) as f64) as usize;
+            ([clamp(base), clamp(base + 1.0)], [1.0 - t, t])
+        })
+        .collect()
+}
+
+/// Resizes one 2D slice with bilinear weights, summing the four products in SciPy's order
+/// (`value * w_y * w_x`, row by row) so that values of exactly 0.5 round as they do there.
+fn resize_bilinear_2d(
+    slice: &[f64],
+    (h, w): (usize, usize),
+    (new_h, new_w): (usize, usize),
+) -> Vec<f64> {
+    let (ty, tx) = (linear_taps(h, new_h), linear_taps(w, new_w));
+    let mut out = Vec::with_capacity(new_h * new_w);
+    for (ys, wy) in &ty {
+        for (xs, wx) in &tx {
+            let mut sum = 0.0;
+            for i in 0..2 {
+                for j in 0..2 {
+                    sum += slice[ys[i] * w + xs[j]] * wy[i] * wx[j];
+                }
+            }
+            out.push(sum);
+        }
+    }
+    out
+}
+
+/// Nearest source index per output index along one axis, as SciPy's order-0 `zoom`
+/// (`floor(x + 0.5)` at the `grid_mode=True` position, clamped to the edge).
+fn nearest_taps(n: usize, new_n: usize) -> Vec<usize> {
+    let scale = n as f64 / new_n as f64;
+    (0..new_n)
+        .map(|o| {
+            ((o as f64 + 0.5) * scale - 0.5 + 0.5)
+                .floor()
+                .clamp(0.0, (n - 1) as f64) as usize
+        })
+        .collect()
+}
+
+/// Resizes a label map slice by slice (z keeps its size, as in the 2d configuration) as
+/// nnU-Net's `resize_segmentation` from batchgenerators 0.25.5: each label's 0/1 mask is
+/// resized bilinearly and every voxel takes the label with the highest score. Where the
+/// nearest-neighbour label shares the top score it wins the tie, otherwise the smallest
+/// tied label does.
 pub fn resize_segmentation(seg: &[i16], shape: [usize; 3], new_shape: [usize; 3]) -> Vec<i16> {
     if shape == new_shape {
         return seg.to_vec();
@@ -79,10 +150,59 @@ pub fn resize_segmentation(seg: &[i16], shape: [usize; 3], new_shape: [usize; 3]
     let mut labels: Vec<i16> = seg.to_vec();
     labels.sort_unstable();
     labels.dedup();
-    let n: usize = new_shape.iter().product();
-    let mut out = vec![0i16; n];
-    for &label in &labels {
-        let mask: Vec<f32> = seg
+    if shape[0] != new_shape[0] {
+        return resize_segmentation_3d(seg, &labels, shape, new_shape);
+    }
+    let [nz, h, w] = shape;
+    let (new_h, new_w) = (new_shape[1], new_shape[2]);
+    let (ny, nx) = (nearest_taps(h, new_h), nearest_taps(w, new_w));
+    let mut out = Vec::with_capacity(nz * new_h * new_w);
+    for z in 0..nz {
+        let slice = &seg[z * h * w..(z + 1) * h * w];
+        let nearest: Vec<i16> = ny
+            .iter()
+            .flat_map(|&y| nx.iter().map(move |&x| slice[y * w + x]))
+            .collect();
+        let mut present: Vec<i16> = slice.to_vec();
+        present.sort_unstable();
+        present.dedup();
+        let mut best = vec![f64::NEG_INFINITY; new_h * new_w];
+        let mut winner = vec![present[0]; new_h * new_w];
+        let mut nearest_score = vec![0f64; new_h * new_w];
+        for &label in &present {
+            let mask: Vec<f64> = slice
+                .iter()
+                .map(|&v| if v == label { 1.0 } else { 0.0 })
+                .collect();
+            let scores = resize_bilinear_2d(&mask, (h, w), (new_h, new_w));
+            for (i, &score) in scores.iter().enumerate() {
+                if score > best[i] {
+                    best[i] = score;
+                    winner[i] = label;
+                }
+                if nearest[i] == label {
+                    nearest_score[i] = score;
+                }
+            }
+        }
+        for i in 0..new_h * new_w {
+            let nearest_ties = nearest_score[i] > 0.0 && nearest_score[i] == best[i];
+            out.push(if nearest_ties { nearest[i] } else { winner[i] });
+        }
+    }
+    out
+}
+
+/// Resizes a label map whose z size changes, one label at a time in 3D.
+fn resize_segmentation_3d(
+    seg: &[i16],
+    labels: &[i16],
+    shape: [usize; 3],
+    new_shape: [usize; 3],
+) -> Vec<i16> {
+    let mut out = vec![0i16; new_shape.iter().product()];
+    for &label in labels {
+        let mask: Vec<f64> = seg
             .iter()
             .map(|&v| if v == label { 1.0 } else { 0.0 })
             .collect();
