@@ -313,8 +313,8 @@ pub fn resize_cubic_2d(
     for row in image.chunks_exact(width) {
         rows.extend(padded_coefficients(row.iter().map(|&v| v as f64), width));
     }
-    // SciPy prefilters every axis before sampling any; the x pass above only filtered x,
-    // so filter the y axis of the x-coefficients next, then sample y, then x.
+    // SciPy prefilters every axis before sampling any. The x pass above filtered only x,
+    // so the y axis of the x-coefficients is filtered next, then y is sampled, then x.
     let padded_w = width + 2 * SPLINE_PAD;
     let mut columns = Vec::with_capacity(padded_w * (height + 2 * SPLINE_PAD));
     for x in 0..padded_w {
