@@ -347,3 +347,26 @@ fn scellseg_matches_nnunet() {
     check_case(&run, &exp);
     check_splits(&run, &exp);
 }
+
+#[test]
+fn nnunet_plans_file_loads() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/nnunet_plans_kvasir.json");
+    let plans = Plans::load(&path).unwrap();
+    let c = plans.configuration("2d").unwrap();
+    assert_eq!(c.patch_size, vec![640, 640]);
+    assert_eq!(c.batch_size, 2);
+    assert_eq!(c.n_stages(), 8);
+    assert_eq!(c.normalization_schemes.len(), 3);
+    assert_eq!(plans.image_reader_writer, "NaturalImage2DIO");
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("nnUNetPlans.json");
+    plans.save(&copy).unwrap();
+    let reloaded = Plans::load(&copy).unwrap();
+    assert_eq!(reloaded.configuration("2d").unwrap(), c);
+    assert_eq!(
+        reloaded.foreground_intensity_properties_per_channel,
+        plans.foreground_intensity_properties_per_channel
+    );
+}
