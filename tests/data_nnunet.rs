@@ -5,7 +5,8 @@
 //!
 //! Each test converts a few cases of a stand-in dataset into a temporary raw folder
 //! (CHAOS: 6 volumes, Kvasir: 10 images, scellseg: 12 images), so the whole file runs in
-//! well under a minute in release mode.
+//! well under a minute in release mode. A second CHAOS dataset gives two volumes 1.0 mm
+//! in-plane spacing, so that they are resampled to 1.25 mm.
 
 use std::path::{Path, PathBuf};
 
@@ -271,6 +272,52 @@ fn check_splits(run: &Run, exp: &Value) {
     assert!(run.raw_folder.exists());
 }
 
+/// Sets the in-plane spacing of a `.nii.gz` file to 1.0 × 1.0 mm in pixdim and the sform
+/// (the bytes tests/fixtures/data/patch_spacing.py patches for nnU-Net).
+fn patch_spacing(path: &Path) {
+    use std::io::{Read, Write};
+    let mut header = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut header)
+        .unwrap();
+    for (offset, value) in [(80, 1.0f32), (84, 1.0), (280, -1.0), (300, 1.0)] {
+        header[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    let mut encoder =
+        flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), Default::default());
+    encoder.write_all(&header).unwrap();
+    encoder.finish().unwrap();
+}
+
+fn convert_chaos_resampled(
+    source: &Path,
+    target: &ConvertTarget,
+    limit: Option<usize>,
+) -> Result<PathBuf, swin_umamba::dataset::DatasetError> {
+    let folder = convert_chaos(source, target, limit)?;
+    for case in ["chaos_001", "chaos_002"] {
+        patch_spacing(&folder.join(format!("imagesTr/{case}_0000.nii.gz")));
+        patch_spacing(&folder.join(format!("labelsTr/{case}.nii.gz")));
+    }
+    Ok(folder)
+}
+
+#[test]
+fn chaos_resampled_matches_nnunet() {
+    let run = plan_and_preprocess(
+        convert_chaos_resampled,
+        "chaos-t2-mri",
+        5,
+        "CHAOSResampled",
+        6,
+    );
+    let exp = expected("Dataset005_CHAOSResampled");
+    check_plans(&run, &exp);
+    check_fingerprint(&run, &exp);
+    check_case(&run, &exp);
+    check_splits(&run, &exp);
+}
+
 #[test]
 fn chaos_matches_nnunet() {
     let run = plan_and_preprocess(convert_chaos, "chaos-t2-mri", 1, "CHAOS", 6);
@@ -299,4 +346,27 @@ fn scellseg_matches_nnunet() {
     check_fingerprint(&run, &exp);
     check_case(&run, &exp);
     check_splits(&run, &exp);
+}
+
+#[test]
+fn nnunet_plans_file_loads() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/nnunet_plans_kvasir.json");
+    let plans = Plans::load(&path).unwrap();
+    let c = plans.configuration("2d").unwrap();
+    assert_eq!(c.patch_size, vec![640, 640]);
+    assert_eq!(c.batch_size, 2);
+    assert_eq!(c.n_stages(), 8);
+    assert_eq!(c.normalization_schemes.len(), 3);
+    assert_eq!(plans.image_reader_writer, "NaturalImage2DIO");
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("nnUNetPlans.json");
+    plans.save(&copy).unwrap();
+    let reloaded = Plans::load(&copy).unwrap();
+    assert_eq!(reloaded.configuration("2d").unwrap(), c);
+    assert_eq!(
+        reloaded.foreground_intensity_properties_per_channel,
+        plans.foreground_intensity_properties_per_channel
+    );
 }

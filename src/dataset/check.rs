@@ -216,7 +216,7 @@ fn check_label(
     image: &super::Image,
     problems: &mut Vec<String>,
 ) -> bool {
-    let label_format = FileFormat::from_path(&label_path);
+    let label_format = FileFormat::from_path(label_path);
     if label.channels != 1 {
         problems.push(format!(
             "{}: label image has {} channels (RGB or RGBA); save labels as single-channel images \

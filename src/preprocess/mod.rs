@@ -143,7 +143,7 @@ pub fn preprocess_case(
         (data, cropped.seg)
     } else {
         (
-            resample::resize_linear(&data, image.channels, cropped.shape, new_shape),
+            resample::resample_image(&data, image.channels, cropped.shape, new_shape, &spacing),
             resample::resize_segmentation(&cropped.seg, cropped.shape, new_shape),
         )
     };

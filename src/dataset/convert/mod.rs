@@ -148,11 +148,15 @@ pub(crate) fn files_with_endings(
     Ok(files)
 }
 
-/// Copies a file byte for byte.
+/// Copies a file byte for byte. The copy is writable even when the source is read-only.
 pub(crate) fn copy_file(from: &Path, to: &Path) -> Result<(), DatasetError> {
-    std::fs::copy(from, to)
-        .map(|_| ())
-        .map_err(|e| DatasetError::io(from, e))
+    std::fs::copy(from, to).map_err(|e| DatasetError::io(from, e))?;
+    let mut permissions = std::fs::metadata(to)
+        .map_err(|e| DatasetError::io(to, e))?
+        .permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(to, permissions).map_err(|e| DatasetError::io(to, e))
 }
 
 /// Writes an RGB or grey image as an 8-bit PNG, from planar channels holding 0..=255.
