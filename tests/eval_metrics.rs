@@ -325,7 +325,7 @@ fn reader_reads_nifti_spacing() {
     assert_eq!(labels.shape[1], 128);
     assert!((labels.spacing[0] - 2.5).abs() < 1e-6);
     assert!((labels.spacing[2] - 7.7).abs() < 1e-5);
-    assert!(labels.data.iter().any(|&v| v == 4));
+    assert!(labels.data.contains(&4));
 }
 
 #[test]

@@ -173,7 +173,7 @@ pub fn pretrain(
     device: Device,
     resume: bool,
 ) -> Result<Vec<EpochRecord>, PretrainError> {
-    if recipe.image_size % 32 != 0 {
+    if !recipe.image_size.is_multiple_of(32) {
         let nearest = ((recipe.image_size as f64 / 32.0).round() as u32).max(1) * 32;
         return Err(PretrainError::Setting {
             name: "--image-size",
