@@ -114,5 +114,14 @@ fn paper_experiments_parse() {
         let path = root.join(format!("{name}.yaml"));
         let experiment = Experiment::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!grid::expand(&experiment).is_empty(), "{name} has no cells");
+        for dataset in &experiment.datasets {
+            if let Some(overrides) = &dataset.plan_overrides {
+                assert!(
+                    overrides.exists(),
+                    "{name}: missing plan override {}",
+                    overrides.display()
+                );
+            }
+        }
     }
 }

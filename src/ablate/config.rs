@@ -81,7 +81,8 @@ pub struct DatasetSpec {
     pub plan_overrides: Option<PathBuf>,
     /// Metrics for the table: `dice` and `nsd` (organs, instruments) or `f1` (cells).
     pub metrics: Vec<String>,
-    /// NSD tolerance YAML passed to `evaluate --nsd-tolerance`.
+    /// NSD tolerances for `evaluate --nsd-tolerance`: a YAML file, or a built-in name
+    /// (`amos_mri`, `endoscopy`, `chaos_t2`).
     #[serde(default)]
     pub nsd_tolerance: Option<PathBuf>,
     /// A held-out test set inside the raw dataset folder. When set, each cell predicts
@@ -234,8 +235,13 @@ impl Experiment {
             if let Some(p) = dataset.plan_overrides.as_mut() {
                 resolve(p);
             }
+            // A tolerance is a YAML file or the name of one built into `evaluate`.
             if let Some(p) = dataset.nsd_tolerance.as_mut() {
-                resolve(p);
+                let is_file =
+                    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+                if is_file {
+                    resolve(p);
+                }
             }
             if let Some(convert) = dataset.convert.as_mut() {
                 resolve(&mut convert.source);
