@@ -69,6 +69,11 @@ pub fn run_on_dataset(args: &TrainFoldArgs, trainer: TrainerConfig, device: Devi
     let mut net = build_network(model, &model_config, &plan, device)?;
     net.set_deep_supervision(trainer.deep_supervision);
     let scales = net.target_scales();
+    // Load before anything is written, so that a rejected file leaves no run folder behind.
+    let load_report = match &args.pretrained {
+        Some(path) => load_pretrained(&mut net, model, path)?,
+        None => Vec::new(),
+    };
 
     let trainer_dir = results_root(args)?.join(&dataset_name).join(format!(
         "{}__{PLANS_NAME}__{}",
@@ -94,10 +99,8 @@ pub fn run_on_dataset(args: &TrainFoldArgs, trainer: TrainerConfig, device: Devi
         "model {model} ({} parameters), deep-supervision target scales {scales:?}",
         net.model().parameter_count()
     ))?;
-    if let Some(path) = &args.pretrained {
-        for line in load_pretrained(&mut net, model, path)? {
-            log.line(&line)?;
-        }
+    for line in &load_report {
+        log.line(line)?;
     }
     drop(log);
 
