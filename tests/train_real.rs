@@ -376,3 +376,46 @@ fn pretrained_vmamba_rejected_for_nnunet() {
         "a rejected run left {fold_dir:?} behind"
     );
 }
+
+#[test]
+fn continued_run_matches_uninterrupted() {
+    let prepared = prepared();
+    let common = [
+        "-f",
+        "1",
+        "--trainer",
+        "nnunet",
+        "--epochs",
+        "2",
+        "--iterations",
+        "2",
+        "--val-iterations",
+        "1",
+    ];
+    let (whole, _) = train_fold(prepared, "results_whole", &common);
+
+    // The interrupted run also builds every batch on demand, so the test also shows that
+    // prefetching does not change the batches.
+    let mut first_half = common.to_vec();
+    first_half.extend_from_slice(&["--stop-epoch", "1", "--prefetch", "0"]);
+    let (split, _) = train_fold(prepared, "results_split", &first_half);
+    let mut second_half = common.to_vec();
+    second_half.extend_from_slice(&["--continue", "--prefetch", "0"]);
+    train_fold(prepared, "results_split", &second_half);
+
+    let fold = "Dataset901_Kvasir/nnunet__nnUNetPlans__2d/fold_1";
+    let whole_weights = final_weights(&whole.join(fold));
+    let split_weights = final_weights(&split.join(fold));
+    assert_eq!(
+        checkpoint::read_state(&split.join(fold).join("checkpoint_final.json"))
+            .unwrap()
+            .next_epoch,
+        2
+    );
+    let mut max_diff = 0.0f64;
+    for (name, value) in &whole_weights {
+        max_diff = max_diff.max(max_abs_diff(value, &split_weights[name]));
+    }
+    println!("max weight difference, continued vs uninterrupted: {max_diff:e}");
+    assert_eq!(max_diff, 0.0, "the continued run ended with other weights");
+}
