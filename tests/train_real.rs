@@ -1,7 +1,7 @@
-//! `train-fold` on real preprocessed data: Kvasir-SEG cases converted, planned at a 64x64
-//! patch with batch 2, and preprocessed by the binary itself, then trained for a few epochs
-//! of a few iterations on the CPU with nnU-Net's network and with a reduced-width
-//! Swin-UMamba, from scratch and from a VMamba checkpoint.
+//! `train-fold` on real preprocessed data. The binary converts Kvasir-SEG cases, plans them at
+//! a 64x64 patch with batch 2 and preprocesses them. It then trains a few epochs of a few
+//! iterations on the CPU, with nnU-Net's network and with a reduced-width Swin-UMamba from
+//! scratch and from a VMamba checkpoint.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -245,7 +245,8 @@ fn swin_umamba_scratch_lowers_loss() {
     );
 }
 
-/// The encoder as the VMamba loader fills it, for comparison with the trained checkpoint.
+/// Builds the reduced Swin-UMamba, loads the VMamba checkpoint and returns the encoder's
+/// parameters, for comparison with the trained checkpoint.
 fn encoder_after_load(config_path: &Path) -> BTreeMap<String, Tensor> {
     let config = ModelName::SwinUMamba.read_config(config_path).unwrap();
     let mut model =

@@ -3,7 +3,7 @@
 //! Each batch is keyed by one `u64` drawn from the generator the trainer passes to
 //! [`BatchSource::next_batch`], and [`BatchSampler::sample_batch`] derives every random draw
 //! of that batch from the key. A batch therefore depends only on the trainer's (seed, epoch)
-//! stream, so a continued run sees the batches of an uninterrupted one.
+//! stream, so a continued run gets the same batches as an uninterrupted one.
 //!
 //! Batches are built ahead of time on worker threads: a clone of the generator predicts the
 //! next keys, and a batch built for a key is used only when the trainer's own generator draws
@@ -58,8 +58,8 @@ impl BatchSource for LoaderSource {
     fn next_batch(&mut self, rng: &mut ChaCha8Rng) -> Result<Batch, TrainError> {
         let key: u64 = rng.gen();
 
-        // Predict the next keys from a copy of the generator. A batch started for a key the
-        // trainer never draws (for example after the epoch ends) is dropped unused.
+        // Predict the next keys from a copy of the generator. The result of a batch started for
+        // a key the trainer never draws (for example after the epoch ends) is discarded.
         let mut lookahead = rng.clone();
         let upcoming: Vec<u64> = (0..self.prefetch).map(|_| lookahead.gen()).collect();
         let current = self.pending.remove(&key);

@@ -1,14 +1,14 @@
 //! [`SegmentationNetwork`] for the networks of [`crate::nets`].
 
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use super::error::TrainError;
 use super::network::SegmentationNetwork;
 use crate::nets::{Model, SegmentationNet};
 
-/// A [`Model`] as the trainer sees it, with the deep-supervision switch that the networks
-/// area leaves to the caller: with deep supervision off, only the full-resolution head is
-/// returned, which matches the official networks, whose forward then returns `seg_outputs[0]`.
+/// A [`Model`] with the deep-supervision switch that the networks area leaves to the caller.
+/// With deep supervision off, only the full-resolution head is returned, as the official
+/// networks return only `seg_outputs[0]` then.
 pub struct TrainableModel {
     model: Model,
     deep_supervision: bool,
@@ -54,20 +54,15 @@ impl TrainableModel {
         &self.model
     }
 
-    /// [scale_y, scale_x] of every head relative to the input, highest resolution first, as
-    /// the loader's deep-supervision scales; only the first entry while deep supervision is
-    /// off.
+    /// Returns [scale_y, scale_x] of every head relative to the input, highest resolution
+    /// first, for the loader's deep-supervision scales. Only the first entry is returned
+    /// while deep supervision is off.
     pub fn target_scales(&self) -> Vec<[f64; 2]> {
         if self.deep_supervision {
             self.head_scales.clone()
         } else {
             self.head_scales[..1].to_vec()
         }
-    }
-
-    /// The device the parameters are on.
-    pub fn device(&self) -> Device {
-        self.model.var_store().device()
     }
 }
 

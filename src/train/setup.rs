@@ -31,7 +31,7 @@ fn input_error(path: &Path, reason: impl Into<String>) -> TrainError {
     }
 }
 
-/// What a run reads from a preprocessed dataset folder.
+/// The plan, fold and label values a run reads from a preprocessed dataset folder.
 #[derive(Debug, Clone)]
 pub struct DatasetSetup {
     /// The `DatasetXXX_Name` folder under `nnUNet_preprocessed`.
