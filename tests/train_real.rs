@@ -420,3 +420,69 @@ fn continued_run_matches_uninterrupted() {
     println!("max weight difference, continued vs uninterrupted: {max_diff:e}");
     assert_eq!(max_diff, 0.0, "the continued run ended with other weights");
 }
+
+#[test]
+fn run_checkpoint_loads_strictly() {
+    let prepared = prepared();
+    let short = [
+        "-f",
+        "2",
+        "--trainer",
+        "nnunet",
+        "--epochs",
+        "1",
+        "--iterations",
+        "1",
+        "--val-iterations",
+        "1",
+    ];
+    let (first, _) = train_fold(prepared, "results_source", &short);
+    let sidecar =
+        first.join("Dataset901_Kvasir/nnunet__nnUNetPlans__2d/fold_2/checkpoint_final.json");
+
+    let mut from_checkpoint = short.to_vec();
+    from_checkpoint.extend_from_slice(&["--pretrained", sidecar.to_str().unwrap()]);
+    let (second, _) = train_fold(prepared, "results_from_checkpoint", &from_checkpoint);
+    let log_path = second.join("Dataset901_Kvasir/nnunet__nnUNetPlans__2d/fold_2/training_log.txt");
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(
+        log.contains("read as RunCheckpoint"),
+        "the log lacks the checkpoint kind"
+    );
+    assert!(
+        log.contains("strictly"),
+        "the log lacks the strict load:\n{log}"
+    );
+
+    // The nnunet checkpoint does not fit Swin-UMamba, and a strict load must say so.
+    let config = prepared.model_config.to_str().unwrap();
+    let output = Command::new(BINARY)
+        .args([
+            "train-fold",
+            "-d",
+            "901",
+            "-f",
+            "2",
+            "--trainer",
+            "swin-umamba",
+            "--model-config",
+            config,
+            "--pretrained",
+            sidecar.to_str().unwrap(),
+            "--epochs",
+            "1",
+        ])
+        .env("nnUNet_preprocessed", prepared.root.join("preprocessed"))
+        .env("nnUNet_results", prepared.root.join("results_mismatch"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a mismatched checkpoint was accepted"
+    );
+    assert!(
+        stderr.contains("do not match the network"),
+        "unhelpful error: {stderr}"
+    );
+}
