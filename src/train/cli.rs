@@ -43,7 +43,8 @@ pub struct TrainFoldArgs {
     /// Trainer: nnunet, swin-umamba, swin-umamba-d or umamba.
     #[arg(long, default_value = "nnunet")]
     pub trainer: String,
-    /// Network; defaults to the trainer's network.
+    /// Network: swin-umamba, swin-umamba-v1, swin-umamba-d, nnunet, umamba-bot or umamba-enc
+    /// (default: the trainer's network; tiny-unet with --synthetic).
     #[arg(long)]
     pub model: Option<String>,
     /// Starting weights: a VMamba v0 ImageNet checkpoint (.pth with a `model` dict, or
@@ -91,7 +92,8 @@ pub struct TrainFoldArgs {
     #[arg(long, default_value_t = 12345)]
     pub seed: u64,
     /// Results root (default: $nnUNet_results). The fold folder is
-    /// `<results>/Dataset<ID>/<trainer>__nnUNetPlans__2d/fold_<F>`.
+    /// `<results>/Dataset<ID>_<Name>/<trainer>__nnUNetPlans__2d/fold_<F>`
+    /// (`Dataset<ID>` with --synthetic).
     #[arg(long)]
     pub results: Option<PathBuf>,
     /// Testing mode: train the tiny U-Net on generated disc images instead of a dataset.
