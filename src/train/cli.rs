@@ -43,12 +43,27 @@ pub struct TrainFoldArgs {
     /// Trainer: nnunet, swin-umamba, swin-umamba-d or umamba.
     #[arg(long, default_value = "nnunet")]
     pub trainer: String,
-    /// Network; defaults to the trainer's network.
+    /// Network: swin-umamba, swin-umamba-v1, swin-umamba-d, nnunet, umamba-bot or umamba-enc
+    /// (default: the trainer's network; tiny-unet with --synthetic).
     #[arg(long)]
     pub model: Option<String>,
-    /// Starting weights: a safetensors file, or a checkpoint sidecar (`.json`) of an earlier run.
+    /// Starting weights: a VMamba v0 ImageNet checkpoint (.pth with a `model` dict, or
+    /// safetensors) for the Swin-UMamba encoders, a network state dict, or a checkpoint
+    /// sidecar (`.json`) of an earlier run. The kind is found from the file's content.
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
+    /// Model configuration YAML (see docs/networks.md); fields left out keep the defaults.
+    /// Without it, nnunet and U-Mamba follow the plan's architecture and the Swin-UMamba
+    /// networks their official defaults.
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    /// Preprocessed root (default: $nnUNet_preprocessed), which contains `Dataset<ID>_<Name>`.
+    #[arg(long)]
+    pub preprocessed: Option<PathBuf>,
+    /// Batches the loader builds ahead on worker threads, per training and validation
+    /// loader (0: build each batch when the trainer asks for it).
+    #[arg(long, default_value_t = 2)]
+    pub prefetch: usize,
     /// Continue from the newest checkpoint in the fold folder.
     #[arg(long = "continue")]
     pub resume: bool,
@@ -77,7 +92,8 @@ pub struct TrainFoldArgs {
     #[arg(long, default_value_t = 12345)]
     pub seed: u64,
     /// Results root (default: $nnUNet_results). The fold folder is
-    /// `<results>/Dataset<ID>/<trainer>__nnUNetPlans__2d/fold_<F>`.
+    /// `<results>/Dataset<ID>_<Name>/<trainer>__nnUNetPlans__2d/fold_<F>`
+    /// (`Dataset<ID>` with --synthetic).
     #[arg(long)]
     pub results: Option<PathBuf>,
     /// Testing mode: train the tiny U-Net on generated disc images instead of a dataset.
@@ -117,11 +133,7 @@ pub fn run(args: TrainFoldArgs) -> Result<()> {
     trainer.precision = args.precision;
 
     if !args.synthetic {
-        bail!(
-            "train-fold on a preprocessed dataset needs the data loader and the network \
-             registry, which are not part of this build yet; run with --synthetic to train the \
-             {SYNTHETIC_MODEL} test network on generated images"
-        );
+        return super::dataset_run::run_on_dataset(&args, trainer, device);
     }
     let model = args
         .model
@@ -153,15 +165,7 @@ pub fn run(args: TrainFoldArgs) -> Result<()> {
     let mut train_source = SyntheticSource::new(plan.clone(), strides.clone(), delay);
     let mut val_source = SyntheticSource::new(plan.clone(), strides, delay);
 
-    let results = match &args.results {
-        Some(r) => r.clone(),
-        None => std::env::var_os("nnUNet_results")
-            .map(PathBuf::from)
-            .context(
-            "no results folder: pass --results DIR or set the nnUNet_results environment variable",
-        )?,
-    };
-    let output_dir = results
+    let output_dir = results_root(&args)?
         .join(format!("Dataset{}", args.dataset))
         .join(format!("{}__nnUNetPlans__2d", trainer.name))
         .join(format!("fold_{}", args.fold));
@@ -195,6 +199,18 @@ pub fn run(args: TrainFoldArgs) -> Result<()> {
     Ok(())
 }
 
+/// Returns the results root: `--results`, else `$nnUNet_results`.
+pub(super) fn results_root(args: &TrainFoldArgs) -> Result<PathBuf> {
+    match &args.results {
+        Some(r) => Ok(r.clone()),
+        None => std::env::var_os("nnUNet_results")
+            .map(PathBuf::from)
+            .context(
+            "no results folder: pass --results DIR or set the nnUNet_results environment variable",
+        ),
+    }
+}
+
 fn apply_overrides(trainer: &mut TrainerConfig, args: &TrainFoldArgs) -> Result<()> {
     if let Some(epochs) = args.epochs {
         if epochs == 0 {
@@ -224,7 +240,7 @@ fn apply_overrides(trainer: &mut TrainerConfig, args: &TrainFoldArgs) -> Result<
     Ok(())
 }
 
-fn parse_device(text: &str) -> Result<Device> {
+pub(super) fn parse_device(text: &str) -> Result<Device> {
     let device = match text {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),

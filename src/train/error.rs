@@ -57,6 +57,15 @@ pub enum TrainError {
         epoch: usize,
     },
 
+    /// An input file (plan, dataset.json, splits, weights) is missing or invalid.
+    #[error("{path}: {reason}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// Problem and the fix.
+        reason: String,
+    },
+
     /// A batch source failed to produce a batch.
     #[error("batch source failed: {0}")]
     Data(String),
