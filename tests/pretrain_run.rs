@@ -62,8 +62,12 @@ fn classifier_matches_official_layout() {
     assert_eq!(ours.len(), official.len(), "number of state-dict entries");
     for ((name, tensor), entry) in ours.iter().zip(&official) {
         assert_eq!(name, entry["key"].as_str().unwrap(), "key order");
-        let shape: Vec<i64> =
-            entry["shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let shape: Vec<i64> = entry["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
         assert_eq!(tensor.size(), shape, "shape of {name}");
     }
 }
@@ -78,26 +82,46 @@ fn tiny_model(name: ModelName, in_channels: i64, classes: i64) -> swin_umamba::n
             depths,
             ..SwinUMambaConfig::default()
         }),
-        _ => ModelConfig::SwinUMambaD(SwinUMambaDConfig { dims, depths, ..SwinUMambaDConfig::default() }),
+        _ => ModelConfig::SwinUMambaD(SwinUMambaDConfig {
+            dims,
+            depths,
+            ..SwinUMambaDConfig::default()
+        }),
     };
     build(name, &config, in_channels, classes, (64, 64), Device::Cpu).unwrap()
 }
 
 fn key_lists(report: &swin_umamba::weights::vmamba::LoadReport) -> [Vec<String>; 3] {
     let keys = |list: &[(String, String)]| list.iter().map(|(k, _)| k.clone()).collect();
-    [keys(&report.loaded), keys(&report.skipped), keys(&report.passed)]
+    [
+        keys(&report.loaded),
+        keys(&report.skipped),
+        keys(&report.passed),
+    ]
 }
 
 fn official_lists(load: &str) -> [Vec<String>; 3] {
     let entry = &report()["loads"][load];
     let strings = |key: &str| -> Vec<String> {
-        entry[key].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+        entry[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
     };
-    [strings("loaded_ckpt_keys"), strings("skipped_by_skip_list"), strings("passed_no_match_or_in_chans")]
+    [
+        strings("loaded_ckpt_keys"),
+        strings("skipped_by_skip_list"),
+        strings("passed_no_match_or_in_chans"),
+    ]
 }
 
 fn read_safetensors(path: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(path).unwrap().into_iter().collect()
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 #[test]
@@ -109,24 +133,37 @@ fn imagenet_sample_run_loads_like_official() {
     let losses: Vec<f64> = history.iter().map(|r| r.train_loss).collect();
     println!("training losses per epoch (200 photos, 32×32, reduced width): {losses:?}");
     assert_eq!(history.len(), 3);
-    assert!(losses[2] < losses[0], "training loss did not fall: {losses:?}");
+    assert!(
+        losses[2] < losses[0],
+        "training loss did not fall: {losses:?}"
+    );
 
     let pth = out.path().join("checkpoint_final.pth");
     let saved = read_safetensors(&out.path().join("checkpoint_final.safetensors"));
     let loads = [
-        (ModelName::SwinUMamba, 1, 14, VmambaTarget::SwinUMamba, "swin_umamba_tiny_in1_c14_after_pretrained_load"),
+        (
+            ModelName::SwinUMamba,
+            1,
+            14,
+            VmambaTarget::SwinUMamba,
+            "swin_umamba_tiny_in1_c14_after_pretrained_load",
+        ),
         (
             ModelName::SwinUMambaD,
             3,
             4,
-            VmambaTarget::SwinUMambaD { num_input_channels: 3 },
+            VmambaTarget::SwinUMambaD {
+                num_input_channels: 3,
+            },
             "swin_umamba_d_tiny_in3_c4_after_pretrained_load",
         ),
         (
             ModelName::SwinUMambaD,
             1,
             4,
-            VmambaTarget::SwinUMambaD { num_input_channels: 1 },
+            VmambaTarget::SwinUMambaD {
+                num_input_channels: 1,
+            },
             "swin_umamba_d_tiny_in1_c4_after_pretrained_load",
         ),
     ];
@@ -146,7 +183,10 @@ fn imagenet_sample_run_loads_like_official() {
         let variables = model.var_store().variables();
         for (checkpoint_key, model_key) in &report.loaded {
             let value = &variables[model_key];
-            assert!(value.equal(&saved[checkpoint_key]), "{model_key} differs from {checkpoint_key}");
+            assert!(
+                value.equal(&saved[checkpoint_key]),
+                "{model_key} differs from {checkpoint_key}"
+            );
         }
     }
 }
@@ -163,8 +203,26 @@ fn pretrain_command(data: &Path, out: &Path, config: &Path) -> std::process::Com
         .arg(out)
         .arg("--config")
         .arg(config)
-        .args(["--epochs", "3", "--batch-size", "4", "--image-size", "32", "--lr", "3e-3"])
-        .args(["--warmup-epochs", "1", "--min-lr", "1e-4", "--workers", "2", "--seed", "7"])
+        .args([
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--image-size",
+            "32",
+            "--lr",
+            "3e-3",
+        ])
+        .args([
+            "--warmup-epochs",
+            "1",
+            "--min-lr",
+            "1e-4",
+            "--workers",
+            "2",
+            "--seed",
+            "7",
+        ])
         .args(["--drop-path", "0.1", "--val-every", "3"]);
     command
 }
@@ -178,7 +236,9 @@ fn continue_after_kill_matches_straight_run() {
     std::fs::write(&config, REDUCED_YAML).unwrap();
 
     let straight = dir.path().join("straight");
-    let status = pretrain_command(&data, &straight, &config).status().unwrap();
+    let status = pretrain_command(&data, &straight, &config)
+        .status()
+        .unwrap();
     assert!(status.success(), "uninterrupted run failed");
 
     // Kill the second run with SIGKILL once its first epoch is on disk, then continue.
@@ -191,18 +251,33 @@ fn continue_after_kill_matches_straight_run() {
     let state = killed.join("checkpoint_latest.json");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while !state.exists() {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint after 300 s");
-        assert!(child.try_wait().unwrap().is_none(), "run ended before it could be killed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 300 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before it could be killed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!killed.join("checkpoint_final.pth").exists(), "killed run finished anyway");
-    let status = pretrain_command(&data, &killed, &config).arg("--continue").status().unwrap();
+    assert!(
+        !killed.join("checkpoint_final.pth").exists(),
+        "killed run finished anyway"
+    );
+    let status = pretrain_command(&data, &killed, &config)
+        .arg("--continue")
+        .status()
+        .unwrap();
     assert!(status.success(), "continued run failed");
 
     let log = std::fs::read_to_string(killed.join("pretrain_log.txt")).unwrap();
-    let epochs: Vec<&str> = log.lines().filter_map(|l| l.split_whitespace().nth(3)).collect();
+    let epochs: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
     let unique: std::collections::BTreeSet<&str> = epochs.iter().copied().collect();
     assert_eq!(unique.len(), 3, "epochs logged: {epochs:?}");
     let a = read_safetensors(&straight.join("checkpoint_final.safetensors"));
@@ -231,11 +306,22 @@ fn torch_load_reads_pretrain_checkpoint() {
     swin_umamba::ablate::synthetic::write_texture_images(&textures, 3, 32, 1).unwrap();
     let mut short = recipe(1);
     short.batch_size = 4;
-    pretrain(&textures, &out.path().join("run"), short, reduced(), Device::Cpu, false).unwrap();
+    pretrain(
+        &textures,
+        &out.path().join("run"),
+        short,
+        reduced(),
+        Device::Cpu,
+        false,
+    )
+    .unwrap();
     let pth = out.path().join("run/checkpoint_final.pth");
     let safetensors = out.path().join("run/checkpoint_final.safetensors");
     if !has_torch {
-        eprintln!("skipped the torch.load half: no Python with torch at {} (set SWIN_UMAMBA_TEST_PYTHON)", python.display());
+        eprintln!(
+            "skipped the torch.load half: no Python with torch at {} (set SWIN_UMAMBA_TEST_PYTHON)",
+            python.display()
+        );
         return;
     }
     // PyTorch prints each tensor's raw bytes in hex, so the comparison does not go through
@@ -247,23 +333,49 @@ for key, value in ckpt["model"].items():
     data = bytes(value.contiguous().untyped_storage())
     print(key, str(value.dtype), ",".join(map(str, value.shape)), data.hex())
 "#;
-    let output = std::process::Command::new(&python).args(["-c", script]).arg(&pth).output().unwrap();
-    assert!(output.status.success(), "torch.load failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(&pth)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "torch.load failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let saved = read_safetensors(&safetensors);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut seen = Vec::new();
     for line in stdout.lines() {
         let parts: Vec<&str> = line.split(' ').collect();
-        let (key, dtype, shape, hex) = (parts[0], parts[1], parts[2], parts.get(3).copied().unwrap_or(""));
+        let (key, dtype, shape, hex) = (
+            parts[0],
+            parts[1],
+            parts[2],
+            parts.get(3).copied().unwrap_or(""),
+        );
         let tensor = &saved[key];
         assert_eq!(dtype, "torch.float32", "{key}");
         let want_shape: Vec<String> = tensor.size().iter().map(|d| d.to_string()).collect();
         assert_eq!(shape, want_shape.join(","), "{key}");
         let values = Vec::<f32>::try_from(tensor.flatten(0, -1)).unwrap();
-        let want_hex: String = values.iter().flat_map(|v| v.to_le_bytes()).map(|b| format!("{b:02x}")).collect();
+        let want_hex: String = values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hex, want_hex, "{key}: bytes differ");
         seen.push(key.to_string());
     }
-    assert_eq!(seen.len(), saved.len(), "torch.load returned {} tensors", seen.len());
-    assert_eq!(&seen[..2], ["patch_embed.proj.weight", "patch_embed.proj.bias"], "file order");
+    assert_eq!(
+        seen.len(),
+        saved.len(),
+        "torch.load returned {} tensors",
+        seen.len()
+    );
+    assert_eq!(
+        &seen[..2],
+        ["patch_embed.proj.weight", "patch_embed.proj.bias"],
+        "file order"
+    );
 }

@@ -190,7 +190,12 @@ pub fn predict_cases(
             let raw = read_case_files(case)?;
             let prediction = predict_image(&raw.image, &first_file, results, folds, options)?;
             let target = output.join(format!("{}{ending}", case.id));
-            write_segmentation(&target, &prediction.segmentation, prediction.shape, &first_file)?;
+            write_segmentation(
+                &target,
+                &prediction.segmentation,
+                prediction.shape,
+                &first_file,
+            )?;
             if let Some(probabilities) = &prediction.probabilities {
                 let [z, y, x] = prediction.shape;
                 write_probabilities(

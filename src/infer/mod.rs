@@ -13,6 +13,7 @@ pub mod results;
 pub mod sliding;
 pub mod steps;
 pub mod tta;
+pub mod validation;
 pub mod write;
 
 use std::path::PathBuf;

@@ -65,7 +65,10 @@ pub fn predict_image(
     options: &PredictOptions,
 ) -> Result<CasePrediction, InferError> {
     let Some(first) = folds.first() else {
-        return Err(InferError::input(source, "no fold to predict with; pass -f"));
+        return Err(InferError::input(
+            source,
+            "no fold to predict with; pass -f",
+        ));
     };
     let expected_channels = results.dataset_json.num_channels();
     if image.channels != expected_channels {

@@ -69,6 +69,12 @@ impl ResultsFolder {
         configuration: &str,
     ) -> Result<Self, InferError> {
         let trainer_dir = dataset_dir.join(format!("{trainer}__{plans_name}__{configuration}"));
+        Self::from_trainer_dir(&trainer_dir, configuration)
+    }
+
+    /// Opens a trainer folder directly and reads its plans and dataset.json.
+    pub fn from_trainer_dir(trainer_dir: &Path, configuration: &str) -> Result<Self, InferError> {
+        let trainer_dir = trainer_dir.to_path_buf();
         if !trainer_dir.is_dir() {
             return Err(InferError::input(
                 &trainer_dir,
@@ -175,7 +181,12 @@ impl ResultsFolder {
         let network = if model_name == SYNTHETIC_MODEL {
             let plan = &loaded.state.plan;
             let mut net = TinyUNet::new(plan.num_input_channels, plan.num_classes, device);
-            crate::train::checkpoint::load_weights(net.var_store(), &loaded.weights, true, sidecar)?;
+            crate::train::checkpoint::load_weights(
+                net.var_store(),
+                &loaded.weights,
+                true,
+                sidecar,
+            )?;
             net.set_deep_supervision(false);
             FoldNetwork::Tiny(net)
         } else {

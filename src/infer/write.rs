@@ -24,7 +24,10 @@ pub fn write_segmentation(
     reference: &Path,
 ) -> Result<(), InferError> {
     let format = FileFormat::from_path(path).ok_or_else(|| {
-        InferError::input(path, "unsupported file ending; use .png, .bmp, .tif or .nii.gz")
+        InferError::input(
+            path,
+            "unsupported file ending; use .png, .bmp, .tif or .nii.gz",
+        )
     })?;
     let tmp = tmp_path(path);
     let result = match format {
@@ -166,7 +169,9 @@ fn write_nifti(
     let file = std::fs::File::create(tmp).map_err(|e| InferError::io(tmp, e))?;
     let written = if path.to_string_lossy().ends_with(".gz") {
         let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-        encoder.write_all(&bytes).and_then(|_| encoder.finish().map(|_| ()))
+        encoder
+            .write_all(&bytes)
+            .and_then(|_| encoder.finish().map(|_| ()))
     } else {
         let mut file = file;
         file.write_all(&bytes)
@@ -189,8 +194,8 @@ pub fn write_probabilities(
     let _ = std::fs::remove_file(&npy_tmp);
     let file = std::fs::File::create(&tmp).map_err(|e| InferError::io(&tmp, e))?;
     let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let zipped = zip
         .start_file("probabilities.npy", options)
         .map_err(std::io::Error::other)

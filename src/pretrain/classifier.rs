@@ -53,8 +53,12 @@ impl VmambaClassifier {
     pub fn new(config: &ClassifierConfig, num_classes: i64, device: Device) -> Self {
         let vs = VarStore::new(device);
         let root = vs.root();
-        let patch_embed =
-            PatchEmbed::new(&root / "patch_embed", config.patch, config.in_channels, config.dims[0]);
+        let patch_embed = PatchEmbed::new(
+            &root / "patch_embed",
+            config.patch,
+            config.in_channels,
+            config.dims[0],
+        );
         let total: i64 = config.depths.iter().sum();
         let rates = linspace(0.0, config.drop_path_rate, total as usize);
         let mut layers = Vec::new();
@@ -76,8 +80,22 @@ impl VmambaClassifier {
         }
         let last = *config.dims.last().expect("at least one stage");
         let norm = LayerNorm::new(&root / "norm", last);
-        let head = Linear::with_init(&root / "head", last, num_classes, true, Some(TRUNC_NORMAL_002));
-        Self { vs, config: config.clone(), num_classes, patch_embed, layers, norm, head }
+        let head = Linear::with_init(
+            &root / "head",
+            last,
+            num_classes,
+            true,
+            Some(TRUNC_NORMAL_002),
+        );
+        Self {
+            vs,
+            config: config.clone(),
+            num_classes,
+            patch_embed,
+            layers,
+            norm,
+            head,
+        }
     }
 
     /// Returns class logits.

@@ -85,16 +85,24 @@ pub fn parse_device(text: &str) -> Result<tch::Device> {
 pub fn run(args: PretrainArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     if device.is_cuda() && !tch::Cuda::is_available() {
-        anyhow::bail!("--device {} requested but CUDA is not available here; use --device cpu", args.device);
+        anyhow::bail!(
+            "--device {} requested but CUDA is not available here; use --device cpu",
+            args.device
+        );
     }
     let mut classifier = ClassifierConfig::tiny();
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         classifier = serde_yaml_ng::from_str(&text)
             .with_context(|| format!("{}: invalid encoder YAML; fields: dims, depths, d_state, patch, in_channels, drop_path_rate", path.display()))?;
     }
     classifier.drop_path_rate = args.drop_path;
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let recipe = Recipe {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -111,13 +119,32 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         workers,
         val_every: args.val_every,
     };
-    let history = pretrain(&args.data, &args.out, recipe, classifier, device, args.resume)?;
+    let history = pretrain(
+        &args.data,
+        &args.out,
+        recipe,
+        classifier,
+        device,
+        args.resume,
+    )?;
     if let Some(last) = history.last() {
-        println!("final epoch {}: top1 {:.4}, top5 {:.4}", last.epoch, last.top1, last.top5);
+        println!(
+            "final epoch {}: top1 {:.4}, top5 {:.4}",
+            last.epoch, last.top1, last.top5
+        );
     }
-    println!("checkpoint  {}", args.out.join("checkpoint_final.pth").display());
-    println!("safetensors {}", args.out.join("checkpoint_final.safetensors").display());
-    println!("log         {}", args.out.join("pretrain_log.txt").display());
+    println!(
+        "checkpoint  {}",
+        args.out.join("checkpoint_final.pth").display()
+    );
+    println!(
+        "safetensors {}",
+        args.out.join("checkpoint_final.safetensors").display()
+    );
+    println!(
+        "log         {}",
+        args.out.join("pretrain_log.txt").display()
+    );
     println!("tensorboard {}", args.out.join("tensorboard").display());
     Ok(())
 }

@@ -9,8 +9,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::classifier::{ClassifierConfig, VmambaClassifier};
 pub use super::classifier::sort_official_order;
+use super::classifier::{ClassifierConfig, VmambaClassifier};
 use super::data::{self, ClassificationData};
 use super::torch_save::{self, PickleValue};
 use crate::train::logging::tensorboard::EventWriter;
@@ -26,15 +26,27 @@ pub enum PretrainError {
     #[error("libtorch operation failed: {0}")]
     Torch(#[from] tch::TchError),
     #[error("{action} {path} failed: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("training step failed: {0}")]
     Train(#[from] crate::train::error::TrainError),
     #[error("cannot continue from {path}: {reason}")]
     Resume { path: PathBuf, reason: String },
     #[error("invalid setting {name} = {value}: {reason}")]
-    Setting { name: &'static str, value: String, reason: String },
+    Setting {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("loss became {value} at epoch {epoch}, iteration {iteration}; lower --lr or raise --warmup-epochs")]
-    NonFinite { value: f64, epoch: usize, iteration: usize },
+    NonFinite {
+        value: f64,
+        epoch: usize,
+        iteration: usize,
+    },
 }
 
 /// The recipe; every field is a `pretrain` flag, and the defaults are the Swin/VMamba
@@ -71,7 +83,8 @@ pub fn lr_at(recipe: &Recipe, step: usize, warmup: usize, total: usize) -> f64 {
     }
     let span = (total - warmup).max(1) as f64;
     let progress = ((step - warmup) as f64 / span).min(1.0);
-    recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
+    recipe.min_lr
+        + 0.5 * (recipe.lr - recipe.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 /// Parameters that get no weight decay: 1-D tensors (norm weights, biases, `Ds`) and the
@@ -121,12 +134,19 @@ fn io_error<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> PretrainError + 'a {
-    move |source| PretrainError::Io { action, path: path.to_path_buf(), source }
+    move |source| PretrainError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn write_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<(), PretrainError> {
     let temporary = path.with_extension("safetensors.tmp");
-    let named: Vec<(&str, Tensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t.to_device(Device::Cpu))).collect();
+    let named: Vec<(&str, Tensor)> = tensors
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.to_device(Device::Cpu)))
+        .collect();
     Tensor::write_safetensors(&named, &temporary)?;
     std::fs::rename(&temporary, path).map_err(io_error("renaming", path))
 }
@@ -168,16 +188,28 @@ pub fn pretrain(
     tch::manual_seed(recipe.seed as i64);
     let mut model = VmambaClassifier::new(&classifier, dataset.classes.len() as i64, device);
     let (mut recipe, mut history, mut start_epoch) = (recipe, Vec::new(), 0usize);
-    let decay_config = OptimizerConfig::AdamW { betas: (0.9, 0.999), eps: 1e-8, weight_decay: recipe.weight_decay };
-    let no_decay_config = OptimizerConfig::AdamW { betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 };
+    let decay_config = OptimizerConfig::AdamW {
+        betas: (0.9, 0.999),
+        eps: 1e-8,
+        weight_decay: recipe.weight_decay,
+    };
+    let no_decay_config = OptimizerConfig::AdamW {
+        betas: (0.9, 0.999),
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
     let mut decay_opt = Optimizer::new(decay_config);
     let mut no_decay_opt = Optimizer::new(no_decay_config);
 
     let state_path = out.join(LATEST_STATE);
     if resume && state_path.exists() {
-        let text = std::fs::read_to_string(&state_path).map_err(io_error("reading", &state_path))?;
-        let state: ResumeState = serde_json::from_str(&text)
-            .map_err(|e| PretrainError::Resume { path: state_path.clone(), reason: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(&state_path).map_err(io_error("reading", &state_path))?;
+        let state: ResumeState =
+            serde_json::from_str(&text).map_err(|e| PretrainError::Resume {
+                path: state_path.clone(),
+                reason: e.to_string(),
+            })?;
         if state.classes != dataset.classes {
             return Err(PretrainError::Resume {
                 path: state_path,
@@ -191,19 +223,35 @@ pub fn pretrain(
         }
         model = VmambaClassifier::new(&state.classifier, dataset.classes.len() as i64, device);
         let weights = out.join(latest_weights(state.next_epoch));
-        model.vs.load(&weights).map_err(|e| PretrainError::Resume { path: weights.clone(), reason: e.to_string() })?;
+        model.vs.load(&weights).map_err(|e| PretrainError::Resume {
+            path: weights.clone(),
+            reason: e.to_string(),
+        })?;
         let moments = Tensor::read_safetensors(out.join(latest_optimizer(state.next_epoch)))?;
-        let (decay_moments, no_decay_moments): (Vec<_>, Vec<_>) =
-            moments.into_iter().partition(|(k, _)| k.starts_with("decay."));
+        let (decay_moments, no_decay_moments): (Vec<_>, Vec<_>) = moments
+            .into_iter()
+            .partition(|(k, _)| k.starts_with("decay."));
         let strip = |v: Vec<(String, Tensor)>, prefix: &str| -> Vec<(String, Tensor)> {
-            v.into_iter().map(|(k, t)| (k.trim_start_matches(prefix).to_string(), t)).collect()
+            v.into_iter()
+                .map(|(k, t)| (k.trim_start_matches(prefix).to_string(), t))
+                .collect()
         };
         decay_opt.load_state(&state.decay_steps, strip(decay_moments, "decay."), device)?;
-        no_decay_opt.load_state(&state.no_decay_steps, strip(no_decay_moments, "no_decay."), device)?;
-        recipe = Recipe { epochs: recipe.epochs.max(state.recipe.epochs), ..state.recipe };
+        no_decay_opt.load_state(
+            &state.no_decay_steps,
+            strip(no_decay_moments, "no_decay."),
+            device,
+        )?;
+        recipe = Recipe {
+            epochs: recipe.epochs.max(state.recipe.epochs),
+            ..state.recipe
+        };
         history = state.history;
         start_epoch = state.next_epoch;
-        eprintln!("[pretrain] continuing at epoch {start_epoch} from {}", state_path.display());
+        eprintln!(
+            "[pretrain] continuing at epoch {start_epoch} from {}",
+            state_path.display()
+        );
     }
 
     let mut events = EventWriter::create(&out.join("tensorboard"))?;
@@ -213,7 +261,10 @@ pub fn pretrain(
         return Err(PretrainError::Setting {
             name: "--batch-size",
             value: recipe.batch_size.to_string(),
-            reason: format!("larger than the {} training images; use at most that many", dataset.train.len()),
+            reason: format!(
+                "larger than the {} training images; use at most that many",
+                dataset.train.len()
+            ),
         });
     }
     let total = iterations * recipe.epochs;
@@ -231,10 +282,28 @@ pub fn pretrain(
     for epoch in start_epoch..recipe.epochs {
         let started = Instant::now();
         tch::manual_seed(recipe.seed as i64 + epoch as i64);
-        let train_loss = train_epoch(&model, &dataset, &recipe, epoch, iterations, warmup, total, &mut decay_opt, &mut no_decay_opt)?;
+        let train_loss = train_epoch(
+            &model,
+            &dataset,
+            &recipe,
+            epoch,
+            iterations,
+            warmup,
+            total,
+            &mut decay_opt,
+            &mut no_decay_opt,
+        )?;
         let (val_loss, top1, top5) = validate(&model, &dataset, &recipe, epoch)?;
         let lr = lr_at(&recipe, (epoch + 1) * iterations - 1, warmup, total);
-        let record = EpochRecord { epoch, train_loss, val_loss, top1, top5, lr, seconds: started.elapsed().as_secs_f64() };
+        let record = EpochRecord {
+            epoch,
+            train_loss,
+            val_loss,
+            top1,
+            top5,
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+        };
         let line = format!(
             "epoch {:4}  train_loss {:.4}  val_loss {:.4}  top1 {:.4}  top5 {:.4}  lr {:.3e}  time {:.1} s",
             record.epoch, record.train_loss, record.val_loss, record.top1, record.top5, record.lr, record.seconds
@@ -242,12 +311,27 @@ pub fn pretrain(
         history.push(record);
         // The checkpoint goes first: a run killed after it resumes at the next epoch, so
         // the log and TensorBoard never get an epoch twice.
-        save_latest(out, &model, &recipe, &dataset, &decay_opt, &no_decay_opt, epoch + 1, &history)?;
+        save_latest(
+            out,
+            &model,
+            &recipe,
+            &dataset,
+            &decay_opt,
+            &no_decay_opt,
+            epoch + 1,
+            &history,
+        )?;
         eprintln!("[pretrain] {line}");
         append_line(&log_path, &line)?;
         events.scalars(
             epoch as i64,
-            &[("train/loss", train_loss), ("val/loss", val_loss), ("val/top1", top1), ("val/top5", top5), ("train/lr", lr)],
+            &[
+                ("train/loss", train_loss),
+                ("val/loss", val_loss),
+                ("val/top1", top1),
+                ("val/top5", top5),
+                ("train/lr", lr),
+            ],
         )?;
     }
     save_final(out, &model)?;
@@ -271,17 +355,35 @@ fn train_epoch(
     let (no_decay, decay): (Vec<_>, Vec<_>) = params
         .into_iter()
         .partition(|(name, t)| skips_weight_decay(name, t));
-    let batches = data::epoch_batches(&dataset.train, recipe.batch_size, recipe.image_size, true, recipe.seed, epoch as u64, recipe.workers);
+    let batches = data::epoch_batches(
+        &dataset.train,
+        recipe.batch_size,
+        recipe.image_size,
+        true,
+        recipe.seed,
+        epoch as u64,
+        recipe.workers,
+    );
     let bar = progress_bar(iterations as u64, &format!("epoch {epoch} train"));
     let mut losses = Vec::new();
     for (iteration, batch) in batches.into_iter().enumerate() {
         let batch = batch?;
         let lr = lr_at(recipe, epoch * iterations + iteration, warmup, total);
         let logits = model.forward(&batch.images.to_device(device), true);
-        let loss = logits.cross_entropy_loss::<Tensor>(&batch.labels.to_device(device), None, Reduction::Mean, -100, recipe.label_smoothing);
+        let loss = logits.cross_entropy_loss::<Tensor>(
+            &batch.labels.to_device(device),
+            None,
+            Reduction::Mean,
+            -100,
+            recipe.label_smoothing,
+        );
         let value = loss.double_value(&[]);
         if !value.is_finite() {
-            return Err(PretrainError::NonFinite { value, epoch, iteration });
+            return Err(PretrainError::NonFinite {
+                value,
+                epoch,
+                iteration,
+            });
         }
         for (_, p) in decay.iter().chain(no_decay.iter()) {
             let mut grad = p.grad();
@@ -291,7 +393,11 @@ fn train_epoch(
         }
         loss.backward();
         if recipe.clip_grad > 0.0 {
-            let all: Vec<(String, Tensor)> = decay.iter().chain(no_decay.iter()).map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+            let all: Vec<(String, Tensor)> = decay
+                .iter()
+                .chain(no_decay.iter())
+                .map(|(k, t)| (k.clone(), t.shallow_clone()))
+                .collect();
             crate::train::optim::clip_grad_norm(&all, recipe.clip_grad)?;
         }
         decay_opt.step(&decay, lr)?;
@@ -304,9 +410,22 @@ fn train_epoch(
     Ok(losses.iter().sum::<f64>() / losses.len().max(1) as f64)
 }
 
-fn validate(model: &VmambaClassifier, dataset: &ClassificationData, recipe: &Recipe, epoch: usize) -> Result<(f64, f64, f64), PretrainError> {
+fn validate(
+    model: &VmambaClassifier,
+    dataset: &ClassificationData,
+    recipe: &Recipe,
+    epoch: usize,
+) -> Result<(f64, f64, f64), PretrainError> {
     let device = model.vs.device();
-    let batches = data::epoch_batches(&dataset.val, recipe.batch_size, recipe.image_size, false, recipe.seed, epoch as u64, recipe.workers);
+    let batches = data::epoch_batches(
+        &dataset.val,
+        recipe.batch_size,
+        recipe.image_size,
+        false,
+        recipe.seed,
+        epoch as u64,
+        recipe.workers,
+    );
     let (mut loss_sum, mut top1, mut top5, mut count) = (0.0, 0.0, 0.0, 0usize);
     tch::no_grad(|| -> Result<(), PretrainError> {
         for batch in batches {
@@ -314,7 +433,8 @@ fn validate(model: &VmambaClassifier, dataset: &ClassificationData, recipe: &Rec
             let labels = batch.labels.to_device(device);
             let logits = model.forward(&batch.images.to_device(device), false);
             let n = labels.size()[0] as usize;
-            let loss = logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0);
+            let loss =
+                logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0);
             loss_sum += loss.double_value(&[]);
             let k = 5.min(logits.size()[1]);
             let (_, top) = logits.topk(k, 1, true, true);
@@ -340,9 +460,21 @@ fn save_latest(
     next_epoch: usize,
     history: &[EpochRecord],
 ) -> Result<(), PretrainError> {
-    write_safetensors(&named_parameters(model), &out.join(latest_weights(next_epoch)))?;
-    let mut moments: Vec<(String, Tensor)> = decay_opt.state_tensors().into_iter().map(|(k, t)| (format!("decay.{k}"), t)).collect();
-    moments.extend(no_decay_opt.state_tensors().into_iter().map(|(k, t)| (format!("no_decay.{k}"), t)));
+    write_safetensors(
+        &named_parameters(model),
+        &out.join(latest_weights(next_epoch)),
+    )?;
+    let mut moments: Vec<(String, Tensor)> = decay_opt
+        .state_tensors()
+        .into_iter()
+        .map(|(k, t)| (format!("decay.{k}"), t))
+        .collect();
+    moments.extend(
+        no_decay_opt
+            .state_tensors()
+            .into_iter()
+            .map(|(k, t)| (format!("no_decay.{k}"), t)),
+    );
     write_safetensors(&moments, &out.join(latest_optimizer(next_epoch)))?;
     let state = ResumeState {
         next_epoch,
@@ -355,7 +487,10 @@ fn save_latest(
     };
     write_json(&state, &out.join(LATEST_STATE))?;
     if next_epoch > 0 {
-        for old in [latest_weights(next_epoch - 1), latest_optimizer(next_epoch - 1)] {
+        for old in [
+            latest_weights(next_epoch - 1),
+            latest_optimizer(next_epoch - 1),
+        ] {
             let _ = std::fs::remove_file(out.join(old));
         }
     }
@@ -369,18 +504,34 @@ fn save_final(out: &Path, model: &VmambaClassifier) -> Result<(), PretrainError>
     write_safetensors(&params, &out.join("checkpoint_final.safetensors"))?;
     let state: Vec<(PickleValue, PickleValue)> = params
         .iter()
-        .map(|(k, t)| (PickleValue::str(k), PickleValue::Tensor(t.to_device(Device::Cpu).to_kind(Kind::Float))))
+        .map(|(k, t)| {
+            (
+                PickleValue::str(k),
+                PickleValue::Tensor(t.to_device(Device::Cpu).to_kind(Kind::Float)),
+            )
+        })
         .collect();
-    let root = PickleValue::Dict(vec![(PickleValue::str("model"), PickleValue::OrderedDict(state))]);
+    let root = PickleValue::Dict(vec![(
+        PickleValue::str("model"),
+        PickleValue::OrderedDict(state),
+    )]);
     torch_save::save(&root, &out.join("checkpoint_final.pth"))?;
     Ok(())
 }
 
 fn append_line(path: &Path, line: &str) -> Result<(), PretrainError> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io_error("opening", path))?;
-    writeln!(file, "{} {line}", crate::train::logging::text::utc_timestamp(std::time::SystemTime::now()))
-        .map_err(io_error("writing", path))
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_error("opening", path))?;
+    writeln!(
+        file,
+        "{} {line}",
+        crate::train::logging::text::utc_timestamp(std::time::SystemTime::now())
+    )
+    .map_err(io_error("writing", path))
 }
 
 fn progress_bar(length: u64, prefix: &str) -> indicatif::ProgressBar {
@@ -389,9 +540,11 @@ fn progress_bar(length: u64, prefix: &str) -> indicatif::ProgressBar {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(prefix.to_string());
     bar
