@@ -196,3 +196,32 @@ fn wrong_channel_count_names_file() {
         "a failed case left an output file"
     );
 }
+
+#[test]
+fn nifti_output_keeps_geometry() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/chaos-t2-mri");
+    let reference = data.join("image_1.nii.gz");
+    let label = read_image(&data.join("label_1.nii.gz")).unwrap();
+    let labels: Vec<u16> = label.data.iter().map(|&v| v as u16).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("case_1.nii.gz");
+    swin_umamba::infer::write::write_segmentation(&output, &labels, label.shape, &reference)
+        .unwrap();
+
+    let written = read_image(&output).unwrap();
+    let image = read_image(&reference).unwrap();
+    assert_eq!(written.shape, image.shape, "shape");
+    assert_eq!(written.geometry, image.geometry, "spacing and affine");
+    let differing = written
+        .data
+        .iter()
+        .zip(&label.data)
+        .filter(|(a, b)| a != b)
+        .count();
+    println!("{differing} voxel(s) differ after the NIfTI round trip");
+    assert_eq!(differing, 0, "label values changed");
+    assert!(
+        !dir.path().join("case_1.nii.gz.tmp").exists(),
+        "the temporary file was left behind"
+    );
+}

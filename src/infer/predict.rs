@@ -1,14 +1,16 @@
-//! Prediction of one raw image, as nnU-Net v2's `nnUNetPredictor` does it: preprocess as
-//! training did, predict the sliding window with every fold, average the logits, resample
-//! them to the cropped shape, apply softmax and argmax, undo the crop and the transpose.
+//! Prediction of one raw image, as nnU-Net v2's `nnUNetPredictor` does it. The image is
+//! preprocessed as in training and every fold predicts it with the sliding window. The
+//! averaged logits are resampled to the cropped shape, turned into probabilities and a
+//! label map, and put back into the uncropped, untransposed image grid.
 
 use std::path::Path;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 use super::export::{probabilities, segmentation};
 use super::results::{ResultsFolder, TrainedFold};
 use super::sliding::{predict_sliding_window, SlidingWindowOptions};
+use super::tta::axis_combinations;
 use super::{official, InferError, LogitsNetwork};
 use crate::dataset::Image;
 use crate::preprocess::{preprocess_case, resample::resize_linear, revert_to_raw_geometry};
@@ -93,16 +95,25 @@ pub fn predict_image(
     let channels = case.channels as i64;
     let data = Tensor::from_slice(&case.data).view([channels, z as i64, y as i64, x as i64]);
 
+    let mirror_axes = options.mirroring.then(|| first.mirror_axes.clone());
+    // With one tile per call the mirrored copies run one by one, as in nnU-Net. With
+    // batches, the copies of all tiles of a batch share one network call.
+    let batch_mirrors = options.tile_batch > 1 && mirror_axes.is_some();
     let sliding = SlidingWindowOptions {
         tile: results.patch_size()?,
         step_size: options.step_size,
         use_gaussian: true,
-        mirror_axes: options.mirroring.then(|| first.mirror_axes.clone()),
+        mirror_axes: if batch_mirrors {
+            None
+        } else {
+            mirror_axes.clone()
+        },
         tile_batch: options.tile_batch.max(1),
         accumulate_in_float: false,
         device: options.device,
     };
-    let logits = average_fold_logits(folds, &data, &sliding)?;
+    let mirror_axes = if batch_mirrors { mirror_axes } else { None };
+    let logits = average_fold_logits(folds, &data, &sliding, mirror_axes.as_deref())?;
     let classes = logits.size()[0] as usize;
 
     // Resample the logits back to the shape before resampling (in the crop box).
@@ -147,16 +158,27 @@ pub fn predict_image(
 }
 
 /// Sums the sliding-window logits of every fold on the CPU and divides by the fold count,
-/// as nnU-Net's `predict_logits_from_preprocessed_data`.
+/// as nnU-Net's `predict_logits_from_preprocessed_data`. `batched_mirror_axes` selects
+/// [`MirrorBatchedNetwork`] for test-time augmentation.
 fn average_fold_logits(
     folds: &[TrainedFold],
     data: &Tensor,
     options: &SlidingWindowOptions,
+    batched_mirror_axes: Option<&[i64]>,
 ) -> Result<Tensor, InferError> {
     let mut sum: Option<Tensor> = None;
     for fold in folds {
-        let network: &dyn LogitsNetwork = &fold.network;
-        let logits = predict_sliding_window(network, data, options)?.to_device(Device::Cpu);
+        let logits = match batched_mirror_axes {
+            Some(axes) => {
+                let network = MirrorBatchedNetwork {
+                    inner: &fold.network,
+                    flips: axis_combinations(&axes.iter().map(|a| a + 2).collect::<Vec<_>>()),
+                };
+                predict_sliding_window(&network, data, options)?
+            }
+            None => predict_sliding_window(&fold.network, data, options)?,
+        }
+        .to_device(Device::Cpu);
         sum = Some(match sum {
             None => logits,
             Some(total) => total + logits,
@@ -168,6 +190,34 @@ fn average_fold_logits(
     } else {
         sum
     })
+}
+
+/// Mirroring test-time augmentation in one network call: the input batch and each of its
+/// flipped copies are concatenated, and the outputs are flipped back and averaged in the
+/// order of [`super::tta::predict_with_mirroring`]. Batching changes only how the
+/// convolutions round, so the logits agree with the one-call-per-copy version to float32
+/// rounding.
+struct MirrorBatchedNetwork<'a> {
+    inner: &'a dyn LogitsNetwork,
+    /// Tensor axes of each flip combination (2 = H, 3 = W).
+    flips: Vec<Vec<i64>>,
+}
+
+impl LogitsNetwork for MirrorBatchedNetwork<'_> {
+    fn logits(&self, input: &Tensor) -> Result<Tensor, TchError> {
+        let batch = input.size()[0];
+        let mut copies = vec![input.shallow_clone()];
+        for flip in &self.flips {
+            copies.push(input.f_flip(flip.as_slice())?);
+        }
+        let outputs = self.inner.logits(&Tensor::f_cat(&copies, 0)?)?;
+        let mut prediction = outputs.f_narrow(0, 0, batch)?;
+        for (index, flip) in self.flips.iter().enumerate() {
+            let output = outputs.f_narrow(0, (index as i64 + 1) * batch, batch)?;
+            prediction = prediction.f_add(&output.f_flip(flip.as_slice())?)?;
+        }
+        prediction.f_div_scalar((self.flips.len() + 1) as f64)
+    }
 }
 
 /// Maps probabilities (K, cropped shape) to the raw grid, one class at a time: the

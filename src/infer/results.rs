@@ -240,7 +240,8 @@ impl ResultsFolder {
         })
     }
 
-    /// The plans' U-Net topology; nnU-Net's 2d plans use square kernels and strides.
+    /// Returns the plans' U-Net topology. Kernels and strides must be square, as in
+    /// nnU-Net's 2d plans.
     fn plain_unet_config(&self) -> Result<PlainUNetConfig, InferError> {
         let arch = &self.configuration.architecture.arch_kwargs;
         let plans_path = self.trainer_dir.join("plans.json");

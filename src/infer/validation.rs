@@ -17,7 +17,7 @@ use crate::eval::folder::DatasetLabels;
 use crate::eval::paper::PaperOptions;
 use crate::preprocess::load_or_create_splits;
 
-/// Where validation reads its inputs from.
+/// Input folders of the validation.
 #[derive(Debug, Clone)]
 pub struct ValidationInputs {
     /// The raw dataset folder (`imagesTr`, `labelsTr`, `dataset.json`).
@@ -27,8 +27,8 @@ pub struct ValidationInputs {
 }
 
 /// Finds the raw and preprocessed folders of `dataset` (an id or name) under
-/// `$nnUNet_raw` and `$nnUNet_preprocessed`; `None` when either is missing or the
-/// dataset has not been planned.
+/// `$nnUNet_raw` and `$nnUNet_preprocessed`. Returns `None` when either is missing or
+/// the dataset has not been planned.
 pub fn find_inputs(dataset: &str) -> Option<ValidationInputs> {
     let folders = DatasetFolders::default().with_env();
     let raw_dataset = find_dataset(folders.raw().ok()?, dataset).ok()?;

@@ -4,7 +4,10 @@ Run with nnunetv2 2.8.1 (torch on CPU) from the repository root:
 
     python tests/data/infer_predict/generate.py /path/to/kvasir-seg/images
 
-It writes, next to this script:
+With `--bench OUT` it instead writes a larger results folder and 10 images of 256x224
+into OUT (not into the repository) for `scripts/bench-predict`.
+
+Without `--bench` it writes, next to this script:
   - imagesTs/<case>_0000.png: three Kvasir-SEG photos resized to small RGB images, one
     smaller than the patch so that padding is exercised;
   - results/Dataset901_KvasirTiny/nnUNetTrainer__nnUNetPlans__2d/{plans.json,
@@ -33,6 +36,11 @@ CASES = {  # case id: (source photo, width, height)
 }
 PATCH = [64, 64]
 FEATURES = [8, 16, 32]
+# The benchmark's network and images: a four-stage PlainConvUNet on 128x128 tiles.
+BENCH_PATCH = [128, 128]
+BENCH_FEATURES = [32, 64, 128, 256]
+BENCH_IMAGES = 10
+BENCH_SIZE = (256, 224)  # width, height
 
 
 def plans():
@@ -104,16 +112,16 @@ def dataset_json():
     }
 
 
-def main(source_images: Path):
-    images = HERE / "imagesTs"
-    images.mkdir(exist_ok=True)
-    for case, (name, width, height) in CASES.items():
+def main(source_images: Path, out: Path, cases: dict, run_predictor: bool):
+    images = out / "imagesTs"
+    images.mkdir(parents=True, exist_ok=True)
+    for case, (name, width, height) in cases.items():
         photo = Image.open(source_images / name).convert("RGB")
         photo.resize((width, height), Image.BILINEAR).save(images / f"{case}_0000.png")
 
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    trainer_dir = HERE / "results/Dataset901_KvasirTiny/nnUNetTrainer__nnUNetPlans__2d"
+    trainer_dir = out / "results/Dataset901_KvasirTiny/nnUNetTrainer__nnUNetPlans__2d"
     (trainer_dir / "fold_0").mkdir(parents=True, exist_ok=True)
     p, d = plans(), dataset_json()
     (trainer_dir / "plans.json").write_text(json.dumps(p, indent=2))
@@ -141,6 +149,8 @@ def main(source_images: Path):
         "inference_allowed_mirroring_axes": (0, 1),
     }
     torch.save(checkpoint, trainer_dir / "fold_0/checkpoint_final.pth")
+    if not run_predictor:
+        return
 
     expected = HERE / "expected"
     expected.mkdir(exist_ok=True)
@@ -157,4 +167,11 @@ def main(source_images: Path):
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if len(sys.argv) == 4 and sys.argv[2] == "--bench":
+        PATCH[:] = BENCH_PATCH
+        FEATURES[:] = BENCH_FEATURES
+        names = sorted(p.name for p in Path(sys.argv[1]).glob("*.jpg"))[:BENCH_IMAGES]
+        bench_cases = {f"bench_{i:02}": (n, *BENCH_SIZE) for i, n in enumerate(names)}
+        main(Path(sys.argv[1]), Path(sys.argv[3]), bench_cases, run_predictor=False)
+    else:
+        main(Path(sys.argv[1]), HERE, CASES, run_predictor=True)
