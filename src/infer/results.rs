@@ -94,6 +94,13 @@ impl ResultsFolder {
         let plans = Plans::load(&trainer_dir.join("plans.json"))?;
         let configuration = plans.configuration(configuration)?;
         let dataset_json = DatasetJson::load(&trainer_dir.join("dataset.json"))?;
+        if dataset_json.has_regions() {
+            return Err(InferError::input(
+                trainer_dir.join("dataset.json"),
+                "labels define regions; predict supports datasets with one value per label \
+                 (region-based models need sigmoid outputs and regions_class_order)",
+            ));
+        }
         Ok(ResultsFolder {
             trainer_dir,
             plans,
@@ -169,7 +176,7 @@ impl ResultsFolder {
             .inference_allowed_mirroring_axes
             .unwrap_or_else(|| DEFAULT_MIRROR_AXES.to_vec());
         Ok(TrainedFold {
-            network: FoldNetwork::Model(model),
+            network: FoldNetwork::Model(Box::new(model)),
             mirror_axes,
             checkpoint: path.to_path_buf(),
         })
@@ -188,7 +195,7 @@ impl ResultsFolder {
                 sidecar,
             )?;
             net.set_deep_supervision(false);
-            FoldNetwork::Tiny(net)
+            FoldNetwork::Tiny(Box::new(net))
         } else {
             let name = ModelName::from_str(&model_name).map_err(|source| InferError::Nets {
                 path: sidecar.to_path_buf(),
@@ -201,7 +208,7 @@ impl ResultsFolder {
                 true,
                 sidecar,
             )?;
-            FoldNetwork::Model(model)
+            FoldNetwork::Model(Box::new(model))
         };
         Ok(TrainedFold {
             network,
@@ -290,9 +297,9 @@ pub fn model_for_trainer(trainer: &str) -> Option<ModelName> {
 
 /// The network of one fold.
 pub enum FoldNetwork {
-    Model(nets::Model),
+    Model(Box<nets::Model>),
     /// The test network of `train-fold --synthetic`.
-    Tiny(TinyUNet),
+    Tiny(Box<TinyUNet>),
 }
 
 /// A fold's network, its mirroring axes and the checkpoint it came from.
