@@ -33,6 +33,8 @@ enum Command {
     Plan(swin_umamba::plan::cli::PlanArgs),
     /// Preprocess a planned dataset into memory-mappable cases.
     Preprocess(swin_umamba::preprocess::cli::PreprocessArgs),
+    /// Predict segmentations with the folds of a results folder (nnU-Net's nnUNetv2_predict).
+    Predict(swin_umamba::infer::cli::PredictArgs),
     /// Score predictions against references: nnU-Net's metrics, Swin-UMamba's DSC and NSD,
     /// cell F1.
     Evaluate(swin_umamba::eval::cli::EvaluateArgs),
@@ -48,7 +50,8 @@ fn main() -> Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse_from(swin_umamba::eval::cli::nnunet_style_args(std::env::args()));
+    let args = swin_umamba::eval::cli::nnunet_style_args(std::env::args());
+    let cli = Cli::parse_from(swin_umamba::infer::cli::nnunet_style_args(args));
     match cli.command {
         Command::Info => println!("{}", swin_umamba::info::collect()),
         Command::Pretrain(args) => swin_umamba::pretrain::cli::run(args)?,
@@ -58,6 +61,7 @@ fn main() -> Result<()> {
         Command::Forward(args) => swin_umamba::nets::cli::run_forward(args)?,
         Command::TrainFold(args) => swin_umamba::train::cli::run(*args)?,
         Command::Weights(args) => swin_umamba::weights::cli::run(args)?,
+        Command::Predict(args) => swin_umamba::infer::cli::run(args)?,
         Command::Evaluate(args) => swin_umamba::eval::cli::run(args)?,
         Command::Convert(args) => swin_umamba::dataset::cli::run(args)?,
         Command::Plan(args) => swin_umamba::plan::cli::run(args)?,

@@ -1,8 +1,7 @@
 //! From sliding-window logits to a label map: fold averaging, softmax, argmax, and
 //! undoing nnU-Net's crop and transpose.
 //!
-//! NOTE: resampling back to the original spacing belongs to the preprocessing area and is
-//! not applied here, so these steps are exact only for data predicted at its own spacing.
+//! Resampling back to the original spacing is done by [`super::predict::predict_image`].
 
 use tch::{Device, Kind, Tensor};
 

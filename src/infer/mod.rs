@@ -1,16 +1,22 @@
 //! Sliding-window inference as nnU-Net v2's predictor performs it: tile placement, the
 //! Gaussian importance map, mirroring test-time augmentation and fold averaging.
 //!
-//! The network is any [`LogitsNetwork`], so this stage does not depend on how networks
-//! and weights are built.
-//! NOTE: the `predict` command (reading results folders and images, preprocessing,
-//! resampling back and writing files) is not implemented yet.
+//! The sliding window takes any [`LogitsNetwork`]. The `predict` command ([`cli`]) loads
+//! the networks of a results folder ([`results`]), preprocesses each image as training did,
+//! and writes the segmentation in the input's format ([`predict`], [`write`]).
 
+pub mod cli;
 pub mod export;
 pub mod gaussian;
+pub mod predict;
+pub mod results;
 pub mod sliding;
 pub mod steps;
 pub mod tta;
+pub mod validation;
+pub mod write;
+
+use std::path::PathBuf;
 
 use tch::{TchError, Tensor};
 
@@ -52,6 +58,46 @@ pub enum InferError {
          accumulate in float32 (SlidingWindowOptions::accumulate_in_float)"
     )]
     InfiniteLogits,
+    #[error("{}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightsError),
+    #[error("{}: {source}", path.display())]
+    Nets {
+        path: PathBuf,
+        #[source]
+        source: crate::nets::NetsError,
+    },
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    #[error(transparent)]
+    Train(#[from] crate::train::error::TrainError),
+    #[error("libtorch operation failed: {0}")]
+    Torch(#[from] TchError),
+}
+
+impl InferError {
+    pub(crate) fn input(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        InferError::Input {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        InferError::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 /// A segmentation network: maps a batch (B, C, H, W) to logits (B, K, H, W).

@@ -114,6 +114,9 @@ pub struct TrainFoldArgs {
     /// libtorch intra-op threads (0: libtorch's default).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
+    /// Skip predicting and scoring the validation cases after the last epoch.
+    #[arg(long)]
+    pub no_validation: bool,
 }
 
 /// Runs `train-fold`.
@@ -189,13 +192,27 @@ pub fn run(args: TrainFoldArgs) -> Result<()> {
     };
     let outcome = train(spec, &mut net, &mut train_source, &mut val_source)?;
     println!(
-        "final checkpoint {} (best moving-average pseudo-Dice {:.4}, {} non-finite steps); \
-         validation/summary.json is not written because sliding-window prediction is not part \
-         of this build",
+        "final checkpoint {} (best moving-average pseudo-Dice {:.4}, {} non-finite steps)",
         outcome.final_checkpoint.display(),
         outcome.best_ema.unwrap_or(f64::NAN),
         outcome.nonfinite_steps_total
     );
+    if args.no_validation {
+        println!("validation skipped (--no-validation)");
+        return Ok(());
+    }
+    match crate::infer::validation::find_inputs(&args.dataset) {
+        Some(inputs) => {
+            let summary =
+                crate::infer::validation::validate_fold(&output_dir, &args.fold, &inputs, device)?;
+            println!("validation summary {}", summary.display());
+        }
+        None => println!(
+            "validation skipped: no raw dataset {:?} with nnUNetPlans.json in $nnUNet_raw and \
+             $nnUNet_preprocessed (--synthetic trains on generated images)",
+            args.dataset
+        ),
+    }
     Ok(())
 }
 
