@@ -363,6 +363,11 @@ fn evaluate_task(layout: &Layout, cell: &Cell) -> Task {
     if let Some(tolerance) = &cell.dataset.nsd_tolerance {
         args.extend(["--nsd-tolerance".into(), path_arg(tolerance)]);
     }
+    if cell.dataset.test.is_none() {
+        // gt_segmentations holds every case but the fold predicts only its validation
+        // cases, so score those alone, as nnU-Net's own validation does.
+        args.push("--chill".into());
+    }
     Task {
         id: format!("evaluate {}", cell.id()),
         kind: TaskKind::Evaluate(cell.clone()),

@@ -201,7 +201,20 @@ impl ResultsFolder {
                 path: sidecar.to_path_buf(),
                 source,
             })?;
-            let model = self.build_model(name, device, sidecar)?;
+            // train-fold writes the network's resolved configuration next to its
+            // checkpoints; without it the network is built as `build_model` does.
+            let config_file = sidecar.with_file_name("model_config.yaml");
+            let model = if config_file.is_file() {
+                let config = name
+                    .read_config(&config_file)
+                    .map_err(|source| InferError::Nets {
+                        path: config_file.clone(),
+                        source,
+                    })?;
+                self.build_model_with(name, &config, device, sidecar)?
+            } else {
+                self.build_model(name, device, sidecar)?
+            };
             crate::train::checkpoint::load_weights(
                 model.var_store(),
                 &loaded.weights,
@@ -232,10 +245,22 @@ impl ResultsFolder {
             }),
             other => other.default_config(),
         };
+        self.build_model_with(name, &config, device, source)
+    }
+
+    /// Builds `name` with an explicit configuration for this dataset's channels, classes
+    /// and patch size.
+    fn build_model_with(
+        &self,
+        name: ModelName,
+        config: &ModelConfig,
+        device: Device,
+        source: &Path,
+    ) -> Result<nets::Model, InferError> {
         let patch = self.patch_size()?;
         nets::build(
             name,
-            &config,
+            config,
             self.dataset_json.num_channels() as i64,
             self.num_classes(),
             (patch[0], patch[1]),

@@ -197,6 +197,17 @@ pub fn run(args: TrainFoldArgs) -> Result<()> {
         outcome.best_ema.unwrap_or(f64::NAN),
         outcome.nonfinite_steps_total
     );
+    validate_after_training(&args, &output_dir, device)
+}
+
+/// Predicts the fold's validation cases with the final weights into `fold_X/validation/`
+/// and scores them into its `summary.json`, as nnU-Net does after training, unless
+/// `--no-validation` is given or the raw and preprocessed dataset cannot be found.
+pub(super) fn validate_after_training(
+    args: &TrainFoldArgs,
+    output_dir: &std::path::Path,
+    device: tch::Device,
+) -> Result<()> {
     if args.no_validation {
         println!("validation skipped (--no-validation)");
         return Ok(());
@@ -204,7 +215,7 @@ pub fn run(args: TrainFoldArgs) -> Result<()> {
     match crate::infer::validation::find_inputs(&args.dataset) {
         Some(inputs) => {
             let summary =
-                crate::infer::validation::validate_fold(&output_dir, &args.fold, &inputs, device)?;
+                crate::infer::validation::validate_fold(output_dir, &args.fold, &inputs, device)?;
             println!("validation summary {}", summary.display());
         }
         None => println!(

@@ -107,7 +107,7 @@ pub fn run_on_dataset(args: &TrainFoldArgs, trainer: TrainerConfig, device: Devi
     let mut train_source = loader_source(&setup, &train_cases, &scales, args, true)?;
     let mut val_source = loader_source(&setup, &val_cases, &scales, args, false)?;
     let spec = RunSpec {
-        output_dir,
+        output_dir: output_dir.clone(),
         plan,
         trainer,
         run: RunInfo {
@@ -131,7 +131,7 @@ pub fn run_on_dataset(args: &TrainFoldArgs, trainer: TrainerConfig, device: Devi
         outcome.best_ema.unwrap_or(f64::NAN),
         outcome.nonfinite_steps_total
     );
-    Ok(())
+    super::cli::validate_after_training(args, &output_dir, device)
 }
 
 fn loader_source(
