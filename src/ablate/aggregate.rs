@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::config::Experiment;
 use super::grid::{Cell, Layout};
 
-/// Parameter count and FLOPs of a model at a dataset's patch size.
+/// Parameter count and FLOPs (one multiply-add counted as one FLOP, batch 1) of a model at
+/// a dataset's patch size.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ModelCost {
     pub parameters: u64,

@@ -144,7 +144,8 @@ pub fn write_tables(
     layout: &Layout,
     cells: &[grid::Cell],
 ) -> Result<Vec<DatasetTable>> {
-    let tables = aggregate::build_tables(experiment, layout, cells, &|_| None);
+    let tables =
+        aggregate::build_tables(experiment, layout, cells, &|cell| model_cost(layout, cell));
     let dir = layout.tables_dir();
     std::fs::create_dir_all(&dir).map_err(|source| AblateError::Io {
         path: dir.clone(),
@@ -217,4 +218,32 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::write(&temporary, text)
         .and_then(|()| std::fs::rename(&temporary, path))
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Parameter count and FLOPs of a cell's network at its plan's patch size, built from the
+/// configuration `train-fold` wrote next to its checkpoints; None before the cell trained.
+fn model_cost(layout: &Layout, cell: &grid::Cell) -> Option<aggregate::ModelCost> {
+    use crate::nets::{self, ModelName};
+    let fold_dir = layout.fold_dir(cell);
+    let name: ModelName = cell.model.parse().ok()?;
+    let config = name.read_config(&fold_dir.join("model_config.yaml")).ok()?;
+    let trainer_dir = fold_dir.parent()?;
+    let plans = crate::plan::Plans::load(&trainer_dir.join("plans.json")).ok()?;
+    let patch = plans.configuration("2d").ok()?.patch_size;
+    let dataset = crate::dataset::DatasetJson::load(&trainer_dir.join("dataset.json")).ok()?;
+    let classes = dataset.foreground_labels().len() as i64 + 1;
+    let channels = dataset.num_channels() as i64;
+    let model = nets::build(
+        name,
+        &config,
+        channels,
+        classes,
+        (patch[0], patch[1]),
+        tch::Device::Cpu,
+    )
+    .ok()?;
+    Some(aggregate::ModelCost {
+        parameters: model.parameter_count() as u64,
+        gflops: model.flops(patch[0], patch[1]).total() / 1e9,
+    })
 }
