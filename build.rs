@@ -72,9 +72,10 @@ fn main() {
         }
         let mut build = cc::Build::new();
         build.cpp(true).std("c++17").opt_level(3).warnings(false);
-        build
-            .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-            .flag("-fopenmp-simd");
+        // libtorch is built with OpenMP, and `at::parallel_for` is an inline template whose
+        // `#pragma omp parallel` is compiled into our own translation units: without
+        // -fopenmp that pragma is ignored and the scan kernel runs on one thread.
+        build.flag("-D_GLIBCXX_USE_CXX11_ABI=1").flag("-fopenmp");
         if with_cuda {
             build.define("SWIN_UMAMBA_WITH_CUDA", None);
         }
