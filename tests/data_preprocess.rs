@@ -63,6 +63,46 @@ fn interrupted_run_resumes() {
 }
 
 #[test]
+fn changed_raw_label_is_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = ConvertTarget {
+        raw_root: dir.path().join("raw"),
+        id: 3,
+        name: "Kvasir".into(),
+    };
+    std::fs::create_dir_all(&target.raw_root).unwrap();
+    let raw = convert_kvasir(&shared_data().join("kvasir-seg"), &target, Some(5)).unwrap();
+    let out = plan_dataset(&plan_args(dir.path(), 3, vec![])).unwrap();
+    let plans = Plans::load(&out.join("nnUNetPlans.json")).unwrap();
+    let dataset = RawDataset::open(&raw).unwrap();
+    let first = preprocess_dataset(&dataset, &plans, "2d", &out, 2, false).unwrap();
+    assert_eq!(first.processed, 5);
+
+    // Rewrite one label with a 0/255 mask: preprocess must redo that case, reject the
+    // value 255 and name the file with the fix.
+    let case = dataset.training_cases().unwrap()[1].clone();
+    let label = case.label.clone().unwrap();
+    let mask = image::open(&label).unwrap().to_luma8();
+    let scaled = image::ImageBuffer::from_fn(mask.width(), mask.height(), |x, y| {
+        image::Luma([mask.get_pixel(x, y)[0] * 255])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    scaled.save(&label).unwrap();
+    let error = preprocess_dataset(&dataset, &plans, "2d", &out, 2, false)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(&case.id), "{error}");
+    assert!(error.contains("255"), "{error}");
+    assert!(error.contains("--mask-rule"), "{error}");
+
+    // Restoring the label makes the case valid again; only that case is redone.
+    mask.save(&label).unwrap();
+    let third = preprocess_dataset(&dataset, &plans, "2d", &out, 2, false).unwrap();
+    assert_eq!(third.processed, 1);
+    assert_eq!(third.skipped, 4);
+}
+
+#[test]
 fn revert_restores_raw_label() {
     let dir = tempfile::tempdir().unwrap();
     let target = ConvertTarget {

@@ -102,8 +102,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let task_list = tasks::build_tasks(&experiment, &layout, &cells);
     if args.dry_run {
         for task in &task_list {
+            let env: Vec<String> = task.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
             for command in &task.commands {
-                println!("{}: swin-umamba {}", task.id, runner::shell_words(command));
+                println!(
+                    "{}: {}swin-umamba {}",
+                    task.id,
+                    env.concat(),
+                    runner::shell_words(command)
+                );
             }
         }
         return Ok(());

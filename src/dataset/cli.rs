@@ -69,6 +69,20 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         name: args.name.clone(),
     };
     std::fs::create_dir_all(&target.raw_root)?;
+    // Every command finds a dataset by its id, so a second folder with the same id would
+    // make `-d ID` ambiguous.
+    let own_folder = format!("Dataset{:03}_{}", args.id, args.name);
+    let id_prefix = format!("Dataset{:03}_", args.id);
+    for entry in std::fs::read_dir(&target.raw_root)?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(&id_prefix) && name != own_folder && !name.ends_with(".tmp") {
+            anyhow::bail!(
+                "dataset id {} is already used by {}; choose another --id or remove that folder",
+                args.id,
+                target.raw_root.join(&name).display()
+            );
+        }
+    }
     let src = &args.source;
     let out = match args.layout {
         SourceLayout::Chaos => convert::convert_chaos(src, &target, args.limit)?,
@@ -87,6 +101,18 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
             convert::convert_generic(src, masks, &rule, &labels, &target, args.limit)?
         }
     };
-    println!("wrote {}", out.display());
+    let cases = std::fs::read_dir(out.join("labelsTr"))
+        .map(|entries| entries.flatten().count())
+        .unwrap_or(0);
+    if cases == 0 {
+        let _ = std::fs::remove_dir_all(&out);
+        anyhow::bail!(
+            "no case found in {} for --layout {:?}; check that the source folder and the layout \
+             match (`swin-umamba convert --help` lists each layout's file names)",
+            src.display(),
+            args.layout
+        );
+    }
+    println!("wrote {} ({cases} cases)", out.display());
     Ok(())
 }

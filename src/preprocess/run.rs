@@ -21,11 +21,77 @@ pub struct PreprocessSummary {
     pub skipped: usize,
 }
 
-fn case_done(folder: &Path, id: &str) -> bool {
-    ["npy", "json"]
+fn case_done(folder: &Path, case: &CaseFiles) -> bool {
+    let id = &case.id;
+    let complete = ["npy", "json"]
         .iter()
         .all(|e| folder.join(format!("{id}.{e}")).exists())
-        && folder.join(format!("{id}_seg.npy")).exists()
+        && folder.join(format!("{id}_seg.npy")).exists();
+    // A case counts as done only while its raw files are the ones it was made from, so
+    // fixing a raw image or label and running `preprocess` again redoes that case.
+    let recorded = std::fs::read_to_string(source_record_path(folder, id)).ok();
+    complete && recorded.as_deref() == Some(source_fingerprint(case).as_str())
+}
+
+fn source_record_path(folder: &Path, id: &str) -> std::path::PathBuf {
+    folder.join(format!("{id}.source"))
+}
+
+/// Names, sizes and modification times of a case's raw files, one line each.
+fn source_fingerprint(case: &CaseFiles) -> String {
+    let mut text = String::new();
+    for path in case.images.iter().chain(case.label.iter()) {
+        let (len, modified) = match std::fs::metadata(path) {
+            Ok(meta) => {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                (meta.len(), modified)
+            }
+            Err(_) => (0, 0),
+        };
+        text.push_str(&format!("{}\t{len}\t{modified}\n", path.display()));
+    }
+    text
+}
+
+/// Rejects label values that dataset.json does not list, naming the file and the fix;
+/// `plan --verify-dataset-integrity` reports the same problem for every case at once.
+fn check_label_values(
+    case: &CaseFiles,
+    label: &crate::dataset::Image,
+    json: &crate::dataset::DatasetJson,
+) -> Result<(), PreprocessError> {
+    let known: std::collections::BTreeSet<i64> = json.all_label_values().into_iter().collect();
+    let mut unknown = std::collections::BTreeSet::new();
+    for &value in label.channel(0) {
+        let class = value as i64;
+        if value.fract() != 0.0 || !known.contains(&class) {
+            unknown.insert(class);
+            if unknown.len() > 10 {
+                break;
+            }
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let hint = if unknown.contains(&255) {
+        "the mask looks saved as 0/255; convert it with `convert --layout generic --mask-rule \
+         0:0,255:1`"
+    } else {
+        "fix the label file or add the labels to dataset.json"
+    };
+    Err(PreprocessError::Input {
+        path: case.label.clone().unwrap_or_default(),
+        message: format!(
+            "label values {unknown:?} are not in dataset.json labels {known:?}; {hint} \
+             (`plan --verify-dataset-integrity` lists every such file)"
+        ),
+    })
 }
 
 /// Removes leftovers of an interrupted run (`*.tmp`) and, when the configuration changed
@@ -72,10 +138,7 @@ pub fn preprocess_dataset(
     let cases = dataset.training_cases()?;
     let gt = preprocessed.join("gt_segmentations");
     std::fs::create_dir_all(&gt).map_err(|e| PreprocessError::io(&gt, e))?;
-    let todo: Vec<&CaseFiles> = cases
-        .iter()
-        .filter(|c| !case_done(&output, &c.id))
-        .collect();
+    let todo: Vec<&CaseFiles> = cases.iter().filter(|c| !case_done(&output, c)).collect();
     let skipped = cases.len() - todo.len();
     let bar = if progress {
         ProgressBar::new(todo.len() as u64)
@@ -95,6 +158,9 @@ pub fn preprocess_dataset(
         .expect("thread pool");
     let work = |case: &&CaseFiles| -> Result<(), PreprocessError> {
         let raw = read_case_files(case)?;
+        if let Some(label) = &raw.label {
+            check_label_values(case, label, &dataset.json)?;
+        }
         let processed = preprocess_case(
             &raw.image,
             raw.label.as_ref(),
@@ -107,6 +173,8 @@ pub fn preprocess_dataset(
             message,
         })?;
         write_case(&output, &case.id, &processed)?;
+        let record = source_record_path(&output, &case.id);
+        crate::dataset::write_atomic(&record, source_fingerprint(case).as_bytes())?;
         if let Some(label) = &case.label {
             let target = gt.join(label.file_name().expect("label has a file name"));
             let bytes = std::fs::read(label).map_err(|e| PreprocessError::io(label, e))?;

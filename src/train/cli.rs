@@ -214,6 +214,11 @@ pub(super) fn validate_after_training(
     }
     match crate::infer::validation::find_inputs(&args.dataset) {
         Some(inputs) => {
+            println!(
+                "validation: predicting the fold's validation cases into {} with sliding \
+                 windows and mirroring (pass --no-validation to skip)",
+                output_dir.join("validation").display()
+            );
             let summary =
                 crate::infer::validation::validate_fold(output_dir, &args.fold, &inputs, device)?;
             println!("validation summary {}", summary.display());
