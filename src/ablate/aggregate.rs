@@ -1,5 +1,5 @@
-//! Aggregation of cell results into the paper's table format: per dataset, one row per
-//! model and initialisation with each metric's mean and standard deviation over folds,
+//! Aggregation of cell results into the table format of Swin-UMamba (arXiv 2402.03302):
+//! per dataset, one row per model and initialisation with each metric's mean and standard deviation over folds,
 //! and the pretrained-minus-scratch gain as its own column.
 
 use std::collections::BTreeMap;
@@ -40,8 +40,8 @@ pub struct DatasetTable {
 }
 
 /// Reads one metric's value from a cell's `summary.json`, or None when absent: the
-/// paper's DSC and NSD from `paper_metrics.overall`, the cell F1 from `cell_f1.mean`, and
-/// nnU-Net's foreground-mean Dice when the paper's DSC was not computed.
+/// DSC and NSD of Swin-UMamba's evaluation scripts from `paper_metrics.overall`, the cell F1 from `cell_f1.mean`, and
+/// nnU-Net's foreground-mean Dice when that DSC was not computed.
 pub fn read_metric(summary: &serde_json::Value, metric: &str) -> Option<f64> {
     let value = match metric {
         "dice" => summary
@@ -156,7 +156,7 @@ fn metric_label(metric: &str) -> &'static str {
     }
 }
 
-/// Renders one table as Markdown; metrics in percent, as the paper prints them.
+/// Renders one table as Markdown, with metrics in percent as Swin-UMamba's tables print them.
 pub fn to_markdown(table: &DatasetTable) -> String {
     let mut header = vec!["Model".to_string(), "Init".into(), "Folds".into()];
     for metric in &table.metrics {

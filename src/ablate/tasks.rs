@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::config::{DatasetSpec, Experiment, Initialisation};
 use super::grid::{Cell, Layout};
 
-/// What a task produces.
+/// Kind of work a task does.
 #[derive(Debug, Clone)]
 pub enum TaskKind {
     /// Convert (when the raw dataset is missing), plan and preprocess one dataset.
@@ -20,7 +20,7 @@ pub enum TaskKind {
     Train(Cell),
     /// Predict the dataset's test images with one cell's final checkpoint.
     Predict(Cell),
-    /// Score one cell's predictions (test set, else validation) with the paper metrics.
+    /// Score one cell's predictions (test set, else validation) with the dataset's metrics.
     Evaluate(Cell),
 }
 
@@ -364,7 +364,7 @@ fn evaluate_task(layout: &Layout, cell: &Cell) -> Task {
         args.extend(["--nsd-tolerance".into(), path_arg(tolerance)]);
     }
     if cell.dataset.test.is_none() {
-        // gt_segmentations holds every case but the fold predicts only its validation
+        // gt_segmentations contains every case but the fold predicts only its validation
         // cases, so score those alone, as nnU-Net's own validation does.
         args.push("--chill".into());
     }

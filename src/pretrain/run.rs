@@ -1,6 +1,6 @@
-//! The pretraining loop: supervised classification with AdamW, a per-iteration cosine
-//! schedule with linear warm-up, label smoothing and drop path; validation top-1/top-5 per
-//! epoch; resumable checkpoints; the final checkpoint in VMamba v0's layout.
+//! The pretraining loop. It trains a classifier with AdamW, a per-iteration cosine schedule
+//! with linear warm-up, label smoothing and drop path, and validates top-1/top-5 every epoch.
+//! Checkpoints are resumable, and the final one has VMamba v0's layout.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
