@@ -1,9 +1,9 @@
 //! `progress.png`: the training curves, drawn with plain line rasterisation on an RGB image.
 //!
 //! Three stacked panels as in nnU-Net's `plot_progress_png`: losses and pseudo-Dice (top),
-//! epoch time and data-wait time (middle), learning rate (bottom). There is no text because
-//! the `image` crate has no font rendering; the colours are fixed and listed in
-//! `docs/training.md`.
+//! epoch time and data-wait time (middle), learning rate (bottom). Each panel's title line
+//! names its curves in their colours with the value range of its axis, in the 8×8 bitmap
+//! font of the `font8x8` crate (the `image` crate has no font rendering).
 
 use std::path::Path;
 
@@ -59,7 +59,41 @@ pub fn write_progress_png(history: &History, path: &Path) -> Result<(), TrainErr
         1,
         &[(&time, BLUE, time_range), (&wait, ORANGE, time_range)],
     );
-    draw_panel(&mut img, 2, &[(&lr, BLUE, range_of(&[&lr]))]);
+    let lr_range = range_of(&[&lr]);
+    draw_panel(&mut img, 2, &[(&lr, BLUE, lr_range)]);
+
+    let span = |(lo, hi): (f64, f64)| format!("{lo:.3e} to {hi:.3e}");
+    let last_epoch = e.last().map(|r| r.epoch).unwrap_or(0);
+    draw_labels(
+        &mut img,
+        0,
+        &[
+            (format!("loss {}:", span(loss_range)), AXIS),
+            ("train".into(), BLUE),
+            ("val".into(), RED),
+            ("| pseudo-Dice 0 to 1:".into(), AXIS),
+            ("dice".into(), LIGHT_GREEN),
+            ("ema".into(), GREEN),
+        ],
+    );
+    draw_labels(
+        &mut img,
+        1,
+        &[
+            (format!("seconds {}:", span(time_range)), AXIS),
+            ("epoch time".into(), BLUE),
+            ("data wait".into(), ORANGE),
+        ],
+    );
+    draw_labels(
+        &mut img,
+        2,
+        &[
+            (format!("learning rate {}:", span(lr_range)), AXIS),
+            ("lr".into(), BLUE),
+            (format!("| x axis: epochs 0 to {last_epoch}"), AXIS),
+        ],
+    );
 
     let mut bytes = Vec::new();
     img.write_to(
@@ -162,5 +196,33 @@ fn draw_dot(img: &mut RgbImage, (x, y): (f64, f64), colour: Rgb<u8>) {
 fn put(img: &mut RgbImage, x: f64, y: f64, colour: Rgb<u8>) {
     if x >= 0.0 && y >= 0.0 && (x as u32) < img.width() && (y as u32) < img.height() {
         img.put_pixel(x as u32, y as u32, colour);
+    }
+}
+
+/// Writes a panel's title line: each text in its colour, separated by spaces.
+fn draw_labels(img: &mut RgbImage, panel: u32, parts: &[(String, Rgb<u8>)]) {
+    let y = panel * PANEL_HEIGHT + 8;
+    let mut x = MARGIN;
+    for (text, colour) in parts {
+        draw_text(img, x, y, text, *colour);
+        x += 8 * (text.chars().count() as u32 + 1);
+    }
+}
+
+/// Draws `text` with its top-left corner at (x, y) in the 8×8 bitmap font.
+fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str, colour: Rgb<u8>) {
+    use font8x8::UnicodeFonts;
+    for (index, ch) in text.chars().enumerate() {
+        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else {
+            continue;
+        };
+        for (row, bits) in glyph.iter().enumerate() {
+            for column in 0..8u32 {
+                if bits & (1 << column) != 0 {
+                    let px = x + index as u32 * 8 + column;
+                    put(img, px as f64, (y + row as u32) as f64, colour);
+                }
+            }
+        }
     }
 }
