@@ -93,25 +93,7 @@ impl Canvas {
 
     /// Writes text with its top-left corner at a pixel position; `scale` enlarges glyphs.
     pub fn text(&mut self, x: i64, y: i64, text: &str, colour: Rgb<u8>, scale: i64) {
-        for (i, ch) in text.chars().enumerate() {
-            let glyph = font8x8::BASIC_FONTS
-                .get(ch)
-                .or_else(|| font8x8::BASIC_FONTS.get('?'));
-            let Some(glyph) = glyph else { continue };
-            for (row, bits) in glyph.iter().enumerate() {
-                for col in 0..8 {
-                    if bits & (1 << col) != 0 {
-                        for sx in 0..scale {
-                            for sy in 0..scale {
-                                let px = x + (i as i64 * 8 + col) * scale + sx;
-                                let py = y + row as i64 * scale + sy;
-                                self.put(px, py, colour);
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        draw_text(&mut self.image, x, y, text, colour, scale);
     }
 
     fn axes(&mut self, y_min: f64, y_max: f64) {
@@ -135,6 +117,38 @@ impl Canvas {
         self.image
             .save_with_format(&temporary, image::ImageFormat::Png)?;
         std::fs::rename(&temporary, path).map_err(image::ImageError::IoError)
+    }
+}
+
+/// Draws `text` into `image` with its top-left corner at (x, y) in the 8×8 bitmap font,
+/// each glyph pixel enlarged to `scale`×`scale`. A character without a glyph is drawn as
+/// `?`, and pixels outside the image are skipped.
+pub fn draw_text(image: &mut RgbImage, x: i64, y: i64, text: &str, colour: Rgb<u8>, scale: i64) {
+    for (i, ch) in text.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'));
+        let Some(glyph) = glyph else { continue };
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits & (1 << col) == 0 {
+                    continue;
+                }
+                for sx in 0..scale {
+                    for sy in 0..scale {
+                        let px = x + (i as i64 * 8 + col) * scale + sx;
+                        let py = y + row as i64 * scale + sy;
+                        let inside = px >= 0
+                            && py >= 0
+                            && (px as u32) < image.width()
+                            && (py as u32) < image.height();
+                        if inside {
+                            image.put_pixel(px as u32, py as u32, colour);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -232,10 +232,10 @@ pub fn init_checkpoint(layout: &Layout, init: &Initialisation) -> Option<PathBuf
         .map(|_| layout.pretrain_dir(init).join("checkpoint_final.pth"))
 }
 
-fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
-    let budget = &experiment.training;
-    let mut args = vec![
-        "train-fold".to_string(),
+/// Arguments that `train-fold` and `predict` share for one cell: dataset, configuration,
+/// fold, trainer and device.
+fn cell_arguments(experiment: &Experiment, cell: &Cell) -> [String; 10] {
+    [
         "-d".into(),
         cell.dataset.id.to_string(),
         "-c".into(),
@@ -244,13 +244,21 @@ fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
         cell.fold.clone(),
         "--trainer".into(),
         cell.trainer.clone(),
-        "--model".into(),
-        cell.model.clone(),
         "--device".into(),
         experiment.device.clone(),
+    ]
+}
+
+fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
+    let budget = &experiment.training;
+    let mut args = vec!["train-fold".to_string()];
+    args.extend(cell_arguments(experiment, cell));
+    args.extend([
+        "--model".into(),
+        cell.model.clone(),
         "--seed".into(),
         experiment.seed.to_string(),
-    ];
+    ]);
     if let Some(checkpoint) = init_checkpoint(layout, &cell.initialisation) {
         args.extend(["--pretrained".into(), path_arg(&checkpoint)]);
     }
@@ -304,19 +312,10 @@ fn predict_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
         path_arg(&raw.join(&test.images)),
         "-o".into(),
         path_arg(&layout.cell_dir(cell).join("test_predictions")),
-        "-d".into(),
-        cell.dataset.id.to_string(),
-        "-c".into(),
-        "2d".into(),
-        "-f".into(),
-        cell.fold.clone(),
-        "--trainer".into(),
-        cell.trainer.clone(),
         "--checkpoint".into(),
         "checkpoint_final".into(),
-        "--device".into(),
-        experiment.device.clone(),
     ];
+    args.extend(cell_arguments(experiment, cell));
     if experiment.disable_tta {
         args.push("--disable-tta".into());
     }

@@ -204,25 +204,7 @@ fn draw_labels(img: &mut RgbImage, panel: u32, parts: &[(String, Rgb<u8>)]) {
     let y = panel * PANEL_HEIGHT + 8;
     let mut x = MARGIN;
     for (text, colour) in parts {
-        draw_text(img, x, y, text, *colour);
+        crate::plot::draw_text(img, x as i64, y as i64, text, *colour, 1);
         x += 8 * (text.chars().count() as u32 + 1);
-    }
-}
-
-/// Draws `text` with its top-left corner at (x, y) in the 8×8 bitmap font.
-fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str, colour: Rgb<u8>) {
-    use font8x8::UnicodeFonts;
-    for (index, ch) in text.chars().enumerate() {
-        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else {
-            continue;
-        };
-        for (row, bits) in glyph.iter().enumerate() {
-            for column in 0..8u32 {
-                if bits & (1 << column) != 0 {
-                    let px = x + index as u32 * 8 + column;
-                    put(img, px as f64, (y + row as u32) as f64, colour);
-                }
-            }
-        }
     }
 }
