@@ -19,7 +19,7 @@ fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
 
-/// The reduced width of the fixtures' checkpoint: dims [8, 16, 32, 64], depths [1, 1, 2, 1].
+/// Returns the reduced width of the fixtures' checkpoint: dims [8, 16, 32, 64], depths [1, 1, 2, 1].
 fn reduced() -> ClassifierConfig {
     ClassifierConfig {
         dims: vec![8, 16, 32, 64],

@@ -74,8 +74,11 @@ fn torch_load_reads_every_dtype() {
 import sys, torch, collections
 ckpt = torch.load(sys.argv[1], weights_only=True)
 assert isinstance(ckpt["model"], collections.OrderedDict), type(ckpt["model"])
-assert ckpt["epoch"] == 3_000_000_000 and ckpt["lr"] == 1e-4 and ckpt["name"] == "vssm_tiny"
-assert ckpt["list"] == [-1, None] and ckpt["flag"] is True
+assert ckpt["epoch"] == 3_000_000_000, ckpt["epoch"]
+assert ckpt["lr"] == 1e-4, ckpt["lr"]
+assert ckpt["name"] == "vssm_tiny", ckpt["name"]
+assert ckpt["list"] == [-1, None], ckpt["list"]
+assert ckpt["flag"] is True, ckpt["flag"]
 for key, t in ckpt["model"].items():
     values = t.double().flatten().tolist()
     print(key, str(t.dtype), ",".join(map(str, t.shape)), " ".join(repr(v) for v in values))

@@ -122,7 +122,7 @@ impl DatasetSpec {
     }
 }
 
-/// Where the encoder starts from.
+/// Starting weights of the encoder: a checkpoint, a pretraining run, or none (scratch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Initialisation {

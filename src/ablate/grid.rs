@@ -102,7 +102,7 @@ impl Layout {
             .join(format!("{}__{}", cell.model, cell.initialisation.name))
     }
 
-    /// The nnU-Net fold folder that `train-fold` writes for this cell.
+    /// Returns the nnU-Net fold folder that `train-fold` writes for this cell.
     pub fn fold_dir(&self, cell: &Cell) -> PathBuf {
         self.results_dir(cell)
             .join(cell.dataset.folder_name())
@@ -110,7 +110,7 @@ impl Layout {
             .join(format!("fold_{}", cell.fold))
     }
 
-    /// The cell's own folder: logs, markers and the paper-metric summary.
+    /// Returns the cell's own folder, which contains its logs, markers and metric summary.
     pub fn cell_dir(&self, cell: &Cell) -> PathBuf {
         self.root.join("cells").join(cell.id())
     }

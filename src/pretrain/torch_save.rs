@@ -31,7 +31,7 @@ pub enum PickleValue {
 }
 
 impl PickleValue {
-    /// A string key.
+    /// Makes a string value, as used for dictionary keys.
     pub fn str(s: &str) -> Self {
         PickleValue::Str(s.to_string())
     }
@@ -178,7 +178,7 @@ impl Pickler {
         let mut bytes = vec![0u8; numel * element_size];
         if numel > 0 {
             // SAFETY: `data` is a contiguous CPU tensor of `numel` elements, each
-            // `element_size` bytes, so its buffer holds exactly `bytes.len()` bytes.
+            // `element_size` bytes, so its buffer contains exactly `bytes.len()` bytes.
             unsafe {
                 let source = data.data_ptr() as *const u8;
                 std::ptr::copy_nonoverlapping(source, bytes.as_mut_ptr(), bytes.len());
