@@ -125,3 +125,31 @@ fn paper_experiments_parse() {
         }
     }
 }
+
+#[test]
+fn freeze_epochs_and_disable_tta_reach_train_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        format!("{BASE}training: {{ epochs: 4, freeze_encoder_epochs: 1 }}\ndisable_tta: true\n");
+    let experiment = Experiment::load(&write_yaml(dir.path(), &text)).unwrap();
+    let cells = grid::expand(&experiment);
+    let layout = swin_umamba::ablate::cli::layout_for(&experiment);
+    let tasks = swin_umamba::ablate::tasks::build_tasks(&experiment, &layout, &cells);
+    let mut checked = 0;
+    for task in tasks.iter().filter(|t| t.id.starts_with("train ")) {
+        let args = &task.commands[0];
+        let flag = args.iter().position(|a| a == "--freeze-encoder-epochs");
+        let pretrained = args.iter().any(|a| a == "--pretrained");
+        assert_eq!(flag.is_some(), pretrained, "{}: {args:?}", task.id);
+        assert!(
+            args.iter().any(|a| a == "--val-disable-tta"),
+            "{}: disable_tta must reach the validation: {args:?}",
+            task.id
+        );
+        if let Some(i) = flag {
+            assert_eq!(args[i + 1], "1", "{}", task.id);
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 12);
+}

@@ -211,7 +211,7 @@ fn nnunet_fold_lowers_loss_and_writes_files() {
 fn swin_umamba_scratch_lowers_loss() {
     let prepared = prepared();
     let config = prepared.model_config.to_str().unwrap();
-    let (results, _) = train_fold(
+    let (results, stdout) = train_fold(
         prepared,
         "results_swin_scratch",
         &[
@@ -227,9 +227,15 @@ fn swin_umamba_scratch_lowers_loss() {
             "3",
             "--val-iterations",
             "1",
+            "--val-disable-tta",
         ],
     );
     let fold_dir = results.join("Dataset901_Kvasir/swin-umamba__nnUNetPlans__2d/fold_all");
+    assert!(
+        stdout.contains("with sliding windows, no mirroring"),
+        "--val-disable-tta not reported:\n{stdout}"
+    );
+    assert!(fold_dir.join("validation/summary.json").exists());
     assert_run_files(&fold_dir);
     let losses = train_losses(&fold_dir.join("checkpoint_final.json"));
     println!("swin-umamba training losses per epoch: {losses:?}");
@@ -313,8 +319,19 @@ fn swin_umamba_pretrained_freezes_encoder() {
         "the log lacks the freeze state"
     );
 
-    let loaded = encoder_after_load(&prepared.model_config);
-    let trained = final_weights(&fold_dir);
+    let (frozen_max, patch_embed_max) = encoder_changes(&prepared.model_config, &fold_dir);
+    assert_eq!(frozen_max, 0.0, "frozen encoder parameters changed");
+    assert!(
+        patch_embed_max > 0.0,
+        "the patch embedding must train while frozen"
+    );
+}
+
+/// Largest change from the loaded VMamba weights to the final ones, over the encoder
+/// parameters that the freeze covers and over the patch embedding.
+fn encoder_changes(model_config: &Path, fold_dir: &Path) -> (f64, f64) {
+    let loaded = encoder_after_load(model_config);
+    let trained = final_weights(fold_dir);
     let mut frozen_max = 0.0f64;
     let mut patch_embed_max = 0.0f64;
     for (name, value) in &loaded {
@@ -326,13 +343,82 @@ fn swin_umamba_pretrained_freezes_encoder() {
         }
     }
     println!(
-        "max change of frozen encoder parameters {frozen_max:e}, of the patch embedding \
-         {patch_embed_max:e}"
+        "max change of freeze-covered encoder parameters {frozen_max:e}, of the patch \
+         embedding {patch_embed_max:e}"
     );
-    assert_eq!(frozen_max, 0.0, "frozen encoder parameters changed");
+    (frozen_max, patch_embed_max)
+}
+
+#[test]
+fn freeze_override_unfreezes_after_its_epochs() {
+    let prepared = prepared();
+    let config = prepared.model_config.to_str().unwrap();
+    let checkpoint_path = vmamba_checkpoint();
+    let (results, _) = train_fold(
+        prepared,
+        "results_swin_freeze_one",
+        &[
+            "-f",
+            "0",
+            "--trainer",
+            "swin-umamba",
+            "--model-config",
+            config,
+            "--pretrained",
+            checkpoint_path.to_str().unwrap(),
+            "--freeze-encoder-epochs",
+            "1",
+            "--epochs",
+            "2",
+            "--iterations",
+            "2",
+            "--val-iterations",
+            "1",
+            "--no-validation",
+        ],
+    );
+    let fold_dir = results.join("Dataset901_Kvasir/swin-umamba__nnUNetPlans__2d/fold_0");
+    let log = std::fs::read_to_string(fold_dir.join("training_log.txt")).unwrap();
+    let frozen_at = log.find("encoder frozen").expect("epoch 0 is frozen");
+    let trainable_at = log
+        .find("encoder trainable")
+        .expect("epoch 1 trains the encoder");
     assert!(
-        patch_embed_max > 0.0,
-        "the patch embedding must train while frozen"
+        frozen_at < trainable_at,
+        "freeze states out of order:\n{log}"
+    );
+    let (frozen_max, _) = encoder_changes(&prepared.model_config, &fold_dir);
+    assert!(
+        frozen_max > 0.0,
+        "the encoder must train once its freeze epochs are over"
+    );
+}
+
+#[test]
+fn freeze_override_without_pretrained_is_refused() {
+    let output = Command::new(BINARY)
+        .args([
+            "train-fold",
+            "-d",
+            "901",
+            "-f",
+            "0",
+            "--trainer",
+            "swin-umamba",
+            "--freeze-encoder-epochs",
+            "3",
+        ])
+        .env("nnUNet_results", "/nonexistent-results")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "accepted a freeze with no encoder"
+    );
+    assert!(
+        stderr.contains("--freeze-encoder-epochs 3 needs --pretrained"),
+        "unhelpful error: {stderr}"
     );
 }
 

@@ -47,7 +47,7 @@ pub struct Experiment {
     #[serde(default)]
     pub training: TrainingBudget,
     /// Predict without mirroring test-time augmentation (the official scripts pass
-    /// `--disable_tta`).
+    /// `--disable_tta`), both the test sets and `train-fold`'s validation cases.
     #[serde(default)]
     pub disable_tta: bool,
     /// Device for training and prediction: `cpu` or `cuda`.
@@ -184,6 +184,10 @@ pub struct TrainingBudget {
     /// Per-model stopping epochs; they take precedence over `stop_epoch`.
     #[serde(default)]
     pub stop_epochs: BTreeMap<String, u32>,
+    /// Epochs the pretrained Swin-UMamba encoders stay frozen, instead of the official 10;
+    /// passed to the cells that load a pretrained encoder only.
+    #[serde(default)]
+    pub freeze_encoder_epochs: Option<u32>,
     #[serde(default)]
     pub iterations_per_epoch: Option<u32>,
     #[serde(default)]

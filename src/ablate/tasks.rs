@@ -261,6 +261,9 @@ fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
     ]);
     if let Some(checkpoint) = init_checkpoint(layout, &cell.initialisation) {
         args.extend(["--pretrained".into(), path_arg(&checkpoint)]);
+        if let Some(epochs) = budget.freeze_encoder_epochs {
+            args.extend(["--freeze-encoder-epochs".into(), epochs.to_string()]);
+        }
     }
     let stop_epoch = budget
         .stop_epochs
@@ -283,6 +286,9 @@ fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
         .exists()
     {
         args.push("--continue".into());
+    }
+    if experiment.disable_tta {
+        args.push("--val-disable-tta".into());
     }
     args.extend(budget.extra_args.iter().cloned());
     let mut depends_on = vec![format!("prepare {}", cell.dataset.folder_name())];

@@ -53,6 +53,7 @@ pub fn validate_fold(
     fold: &str,
     inputs: &ValidationInputs,
     device: Device,
+    mirroring: bool,
 ) -> Result<PathBuf, InferError> {
     let trainer_dir = fold_dir
         .parent()
@@ -103,6 +104,7 @@ pub fn validate_fold(
     let options = PredictOptions {
         device,
         tile_batch: 4,
+        mirroring,
         ..PredictOptions::default()
     };
     predict_cases(&cases, &output, &results, &[trained], &options)

@@ -76,6 +76,12 @@ pub struct TrainFoldArgs {
     /// Lay the learning-rate schedule over the full run or over the stop epoch.
     #[arg(long, value_enum, default_value = "full")]
     pub schedule_over: ScheduleSpan,
+    /// Epochs during which a loaded encoder stays frozen (all but its patch embedding),
+    /// instead of the trainer's (10 for swin-umamba and swin-umamba-d with --pretrained,
+    /// else 0). Short runs scale it down: with --epochs 4 the default keeps the encoder
+    /// frozen throughout.
+    #[arg(long)]
+    pub freeze_encoder_epochs: Option<usize>,
     /// Training iterations per epoch, instead of the trainer's 250.
     #[arg(long)]
     pub iterations: Option<usize>,
@@ -117,6 +123,10 @@ pub struct TrainFoldArgs {
     /// Skip predicting and scoring the validation cases after the last epoch.
     #[arg(long)]
     pub no_validation: bool,
+    /// Predict the validation cases without mirroring (nnU-Net always mirrors there); it
+    /// cuts that prediction's cost by the number of mirrored copies, 4 in 2D.
+    #[arg(long)]
+    pub val_disable_tta: bool,
 }
 
 /// Runs `train-fold`.
@@ -216,11 +226,21 @@ pub(super) fn validate_after_training(
         Some(inputs) => {
             println!(
                 "validation: predicting the fold's validation cases into {} with sliding \
-                 windows and mirroring (pass --no-validation to skip)",
-                output_dir.join("validation").display()
+                 windows{} (pass --no-validation to skip)",
+                output_dir.join("validation").display(),
+                if args.val_disable_tta {
+                    ", no mirroring"
+                } else {
+                    " and mirroring"
+                }
             );
-            let summary =
-                crate::infer::validation::validate_fold(output_dir, &args.fold, &inputs, device)?;
+            let summary = crate::infer::validation::validate_fold(
+                output_dir,
+                &args.fold,
+                &inputs,
+                device,
+                !args.val_disable_tta,
+            )?;
             println!("validation summary {}", summary.display());
         }
         None => println!(
@@ -263,6 +283,15 @@ fn apply_overrides(trainer: &mut TrainerConfig, args: &TrainFoldArgs) -> Result<
     }
     if args.schedule_over == ScheduleSpan::Stop {
         trainer.schedule = trainer.schedule.laid_over(trainer.end_epoch());
+    }
+    if let Some(n) = args.freeze_encoder_epochs {
+        if n > 0 && args.pretrained.is_none() {
+            bail!(
+                "--freeze-encoder-epochs {n} needs --pretrained: without a loaded encoder \
+                 there is nothing to keep; leave the flag out or pass --pretrained FILE"
+            );
+        }
+        trainer.freeze_encoder_epochs = n;
     }
     if let Some(n) = args.iterations {
         trainer.iterations_per_epoch = n;
