@@ -8,6 +8,7 @@ use super::aggregate::{self, DatasetTable};
 use super::config::Experiment;
 use super::grid::{self, Layout};
 use super::runner::{self, shell_words};
+use super::slurm;
 use super::tasks::{self, Task};
 use super::AblateError;
 use crate::plot::{self, Bar};
@@ -30,6 +31,14 @@ pub struct AblateArgs {
     /// Only rebuild the tables from finished cells.
     #[arg(long)]
     pub aggregate_only: bool,
+    /// Submit every unfinished task as a Slurm batch job (sbatch), each waiting for the
+    /// jobs of the tasks it depends on, instead of running the tasks here. Resources come
+    /// from the YAML's `slurm` block; a last job rebuilds the tables.
+    #[arg(long, conflicts_with = "aggregate_only")]
+    pub slurm: bool,
+    /// Run the one task with this id here and exit (the command each Slurm job runs).
+    #[arg(long, value_name = "TASK_ID", conflicts_with_all = ["slurm", "aggregate_only", "dry_run"])]
+    pub run_task: Option<String>,
 }
 
 /// Output folders of an experiment: the YAML's `output_dir`, else `runs/<name>`.
@@ -69,6 +78,12 @@ pub fn run(args: AblateArgs) -> Result<()> {
         );
     }
     let task_list = tasks::build_tasks(&experiment, &layout, &cells);
+    if let Some(id) = &args.run_task {
+        return run_one_task(&experiment, &layout, &binary, &task_list, id);
+    }
+    if args.slurm {
+        return submit_to_slurm(&args, &experiment, &layout, &binary, &task_list);
+    }
     if args.dry_run {
         print_plan(&experiment, &layout, &cells, &task_list);
         return Ok(());
@@ -102,6 +117,88 @@ pub fn run(args: AblateArgs) -> Result<()> {
         return Ok(());
     }
     write_tables(&experiment, &layout, &cells)?;
+    Ok(())
+}
+
+/// Runs one task in this process, as a Slurm job does, after writing the plan overrides
+/// that its commands may read.
+fn run_one_task(
+    experiment: &Experiment,
+    layout: &Layout,
+    binary: &Path,
+    task_list: &[Task],
+    id: &str,
+) -> Result<()> {
+    let Some(task) = task_list.iter().find(|t| t.id == id) else {
+        bail!(
+            "--run-task {id:?} is not a task of {}; `--dry-run` lists the task ids",
+            experiment.name
+        );
+    };
+    if task.is_done() {
+        eprintln!("[ablate] {id}: done by an earlier run, nothing to do");
+        return Ok(());
+    }
+    tasks::write_budget_overrides(experiment, layout).with_context(|| {
+        format!(
+            "cannot write plan overrides under {}",
+            layout.root.display()
+        )
+    })?;
+    eprintln!("[ablate] {id}: running, log {}", task.log_path().display());
+    match runner::execute(binary, task) {
+        Ok(took) => {
+            eprintln!("[ablate] {id}: done in {:.1} s", took.as_secs_f64());
+            Ok(())
+        }
+        Err(message) => bail!("{id} failed: {message}; log {}", task.log_path().display()),
+    }
+}
+
+/// Submits the unfinished tasks as Slurm jobs and prints each task's job.
+fn submit_to_slurm(
+    args: &AblateArgs,
+    experiment: &Experiment,
+    layout: &Layout,
+    binary: &Path,
+    task_list: &[Task],
+) -> Result<()> {
+    let workdir = std::env::current_dir().context("cannot read the working directory")?;
+    let experiment_path = std::path::absolute(&args.experiment)
+        .with_context(|| format!("cannot resolve {}", args.experiment.display()))?;
+    if !args.dry_run {
+        tasks::write_budget_overrides(experiment, layout).with_context(|| {
+            format!(
+                "cannot write plan overrides under {}",
+                layout.root.display()
+            )
+        })?;
+    }
+    let submitter = slurm::Submitter {
+        binary,
+        experiment: &experiment_path,
+        workdir: &workdir,
+        only: args.only.as_deref(),
+        config: &experiment.slurm,
+        tables_dir: layout.root.join("tables"),
+    };
+    let (states, aggregate) = submitter.submit(task_list, args.dry_run)?;
+    for task in task_list {
+        let label = match &states[&task.id] {
+            slurm::JobState::Done => "done (earlier run)".to_string(),
+            slurm::JobState::Queued(job) => format!("job {job} (queued earlier)"),
+            slurm::JobState::Submitted(job) => format!("job {job}"),
+            slurm::JobState::Planned => "would be submitted".to_string(),
+        };
+        eprintln!("[ablate] {:<64} {label}", task.id);
+    }
+    if let Some(job) = aggregate {
+        eprintln!(
+            "[ablate] tables: job {job} writes {} once every job has ended; `squeue --me` \
+             shows progress, each task's log is task.log in its folder",
+            layout.root.join("tables").display()
+        );
+    }
     Ok(())
 }
 

@@ -46,6 +46,9 @@ pub struct Experiment {
     pub folds: Vec<String>,
     #[serde(default)]
     pub training: TrainingBudget,
+    /// Batch-job resources for `ablate --slurm`.
+    #[serde(default)]
+    pub slurm: super::slurm::SlurmConfig,
     /// Predict without mirroring test-time augmentation (the official scripts pass
     /// `--disable_tta`), both the test sets and `train-fold`'s validation cases.
     #[serde(default)]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod grid;
 pub mod runner;
+pub mod slurm;
 pub mod synthetic;
 pub mod tasks;
 
@@ -32,6 +33,8 @@ pub enum AblateError {
         value: String,
         allowed: String,
     },
+    #[error("Slurm submission of {script} failed: {message}")]
+    Slurm { script: PathBuf, message: String },
     #[error("cannot write chart {path}: {source}")]
     Chart {
         path: PathBuf,

@@ -165,7 +165,7 @@ fn block_dependents_of_failures(tasks: &[Task], states: &mut BTreeMap<String, Ta
 
 /// Runs a task's commands in order, appending their output to `task.log`; writes the
 /// `task.done` marker (through a temporary name) only when every command succeeded.
-fn execute(binary: &Path, task: &Task) -> Result<Duration, String> {
+pub fn execute(binary: &Path, task: &Task) -> Result<Duration, String> {
     let start = Instant::now();
     std::fs::create_dir_all(&task.dir)
         .map_err(|e| format!("cannot create {}: {e}", task.dir.display()))?;
