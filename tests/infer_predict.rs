@@ -225,3 +225,49 @@ fn nifti_output_keeps_geometry() {
         "the temporary file was left behind"
     );
 }
+
+#[test]
+fn bad_case_spares_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(
+        fixture().join("imagesTs/kvasir_a_0000.png"),
+        input.join("kvasir_a_0000.png"),
+    )
+    .unwrap();
+    // A grayscale PNG where the dataset expects RGB, sorted before the good case.
+    let pixels = vec![128u8; 40 * 40];
+    swin_umamba::dataset::io::write_png_u8(&input.join("gray_0000.png"), &pixels, 1, 40, 40)
+        .unwrap();
+    let output = dir.path().join("out");
+    let result = Command::new(env!("CARGO_BIN_EXE_swin-umamba"))
+        .arg("predict")
+        .arg("-i")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args(["-d", "901", "-f", "0", "--threads", "1", "--results"])
+        .arg(fixture().join("results"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    println!("{stderr}");
+    assert!(!result.status.success(), "a failed case must fail the run");
+    assert!(
+        stderr.contains("1 of 2 cases failed"),
+        "the error does not count the failures"
+    );
+    assert!(
+        stderr.contains("gray_0000.png"),
+        "the error does not name the file"
+    );
+    assert!(
+        output.join("kvasir_a.png").exists(),
+        "the good case after the bad one was not predicted"
+    );
+    assert!(
+        !output.join("gray.png").exists(),
+        "a failed case left an output file"
+    );
+}

@@ -163,3 +163,31 @@ fn invalid_arguments_exit_nonzero_without_output() {
     let written = std::fs::read_dir(results.path()).unwrap().count();
     assert_eq!(written, 0, "rejected runs wrote into the results folder");
 }
+
+#[test]
+fn missing_dataset_names_the_fix() {
+    let preprocessed = tempfile::tempdir().unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_swin-umamba"))
+        .args(["train-fold", "-d", "999", "-f", "0"])
+        .arg("--preprocessed")
+        .arg(preprocessed.path())
+        .arg("--results")
+        .arg(results.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a missing dataset was accepted");
+    assert!(
+        stderr.contains("swin-umamba preprocess -d 999"),
+        "the error does not name the fix: {stderr}"
+    );
+    assert!(
+        stderr.contains("dataset \"999\" not found in"),
+        "the error does not name the dataset: {stderr}"
+    );
+    assert!(
+        !stderr.contains("--raw"),
+        "train-fold has no --raw flag: {stderr}"
+    );
+}

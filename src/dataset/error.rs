@@ -15,7 +15,7 @@ pub enum DatasetError {
     Read { path: PathBuf, message: String },
     #[error("{path}: unknown file ending; supported endings are .png, .bmp, .tif, .tiff, .jpg, .jpeg, .nii and .nii.gz")]
     UnknownEnding { path: PathBuf },
-    #[error("dataset {query:?} not found in {root}: expected a folder named DatasetXXX_Name; set nnUNet_raw or pass --raw")]
+    #[error("dataset {query:?} not found in {root}: expected a folder named DatasetXXX_Name there; check the id or name, and the folder variable or flag that names {root}")]
     NotFound { query: String, root: PathBuf },
     #[error("{which} folder not set: set the environment variable {env} or pass {flag}")]
     FolderNotSet {

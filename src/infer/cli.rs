@@ -182,12 +182,15 @@ pub fn predict_cases(
 ) -> Result<()> {
     std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
     let ending = &results.dataset_json.file_ending;
-    let progress = if std::io::stderr().is_terminal() {
+    let terminal = std::io::stderr().is_terminal();
+    let progress = if terminal {
         indicatif::ProgressBar::new(cases.len() as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
-    for case in cases {
+    let mut failures: Vec<String> = Vec::new();
+    for (index, case) in cases.iter().enumerate() {
+        let started = Instant::now();
         let first_file = case.images.first().cloned().unwrap_or_default();
         let predict_one = || -> Result<()> {
             let raw = read_case_files(case)?;
@@ -209,11 +212,35 @@ pub fn predict_cases(
             }
             Ok(())
         };
-        predict_one()
-            .with_context(|| format!("case {} ({}) failed", case.id, first_file.display()))?;
+        // A bad case does not stop the others: each one is written or reported, and the
+        // command fails at the end when any case failed.
+        let outcome = predict_one()
+            .with_context(|| format!("case {} ({}) failed", case.id, first_file.display()));
+        let position = format!("{}/{}", index + 1, cases.len());
+        match outcome {
+            Ok(()) if !terminal => eprintln!(
+                "predict: {position} {} in {:.1} s",
+                case.id,
+                started.elapsed().as_secs_f64()
+            ),
+            Ok(()) => {}
+            Err(error) => {
+                progress.suspend(|| eprintln!("predict: {position} {error:#}"));
+                failures.push(format!("{error:#}"));
+            }
+        }
         progress.inc(1);
     }
     progress.finish_and_clear();
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} cases failed and have no output in {} (the others were written):\n  {}",
+            failures.len(),
+            cases.len(),
+            output.display(),
+            failures.join("\n  ")
+        );
+    }
     Ok(())
 }
 

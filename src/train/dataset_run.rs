@@ -51,7 +51,14 @@ pub fn run_on_dataset(args: &TrainFoldArgs, trainer: TrainerConfig, device: Devi
                  nnUNet_preprocessed environment variable",
             )?,
     };
-    let folder = crate::dataset::find_dataset(&preprocessed_root, &args.dataset)?;
+    let folder =
+        crate::dataset::find_dataset(&preprocessed_root, &args.dataset).with_context(|| {
+            format!(
+                "train-fold reads preprocessed data: run `swin-umamba plan -d {0}` and \
+                 `swin-umamba preprocess -d {0}` first, or pass --preprocessed DIR",
+                args.dataset
+            )
+        })?;
     let dataset_name = folder
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
