@@ -367,3 +367,24 @@ fn unknown_file_ending() {
     assert!(m.contains("dataset.json"));
     assert!(m.contains(".gif"));
 }
+
+#[test]
+fn image_without_channel_suffix() {
+    let f = Fixture::new(".png");
+    let unsuffixed = f.folder.join("imagesTr/case2.png");
+    std::fs::rename(f.image(2, 0), &unsuffixed).unwrap();
+    let m = f.plan_error();
+    assert!(m.contains("case2.png"), "the file is not named");
+    assert!(
+        m.contains("CASE_XXXX.png"),
+        "the expected pattern is missing"
+    );
+    assert!(
+        m.contains("lack `_XXXX` and are not counted until renamed"),
+        "the count is not explained by the unsuffixed file"
+    );
+    assert!(
+        !m.contains("set numTraining to"),
+        "numTraining is right and must not be changed"
+    );
+}

@@ -30,7 +30,19 @@ pub fn verify_dataset_integrity(dataset: &RawDataset) -> Result<(), DatasetError
     check_label_values_consecutive(json, &json_path, &mut problems);
     problems.extend(stray_files(dataset));
     let cases = list_cases(&dataset.folder.join("imagesTr"), &json.file_ending)?;
-    if cases.len() != json.num_training {
+    let unsuffixed = unsuffixed_images(dataset);
+    if cases.len() != json.num_training && cases.len() + unsuffixed == json.num_training {
+        // The stray-file problems above already name each file without a channel suffix,
+        // and renaming them makes the count right, so numTraining itself is not wrong.
+        problems.push(format!(
+            "{}: numTraining is {} but imagesTr holds {} cases with a channel suffix; the {} \
+             image(s) listed above lack `_XXXX` and are not counted until renamed",
+            json_path.display(),
+            json.num_training,
+            cases.len(),
+            unsuffixed
+        ));
+    } else if cases.len() != json.num_training {
         problems.push(format!(
             "{}: numTraining is {} but imagesTr holds {} cases; set numTraining to {}",
             json_path.display(),
@@ -140,6 +152,22 @@ fn stray_files(dataset: &RawDataset) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Counts the imagesTr files with the dataset's file ending but no `_XXXX` channel suffix.
+fn unsuffixed_images(dataset: &RawDataset) -> usize {
+    let ending = &dataset.json.file_ending;
+    let Ok(entries) = std::fs::read_dir(dataset.folder.join("imagesTr")) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_suffix(ending.as_str())
+                .is_some_and(|stem| super::split_channel_suffix(stem).is_none())
+        })
+        .count()
 }
 
 /// Checks one case; returns its problems and whether its label has foreground.
