@@ -153,3 +153,29 @@ fn freeze_epochs_and_disable_tta_reach_train_fold() {
     }
     assert_eq!(checked, 12);
 }
+
+#[test]
+fn cell_validation_scores_instance_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    let experiment = Experiment::load(&write_yaml(dir.path(), BASE)).unwrap();
+    let cells = grid::expand(&experiment);
+    let layout = swin_umamba::ablate::cli::layout_for(&experiment);
+    let tasks = swin_umamba::ablate::tasks::build_tasks(&experiment, &layout, &cells);
+    for task in tasks.iter().filter(|t| t.id.starts_with("evaluate ")) {
+        let args = &task.commands[0];
+        let instance_dir = args
+            .iter()
+            .position(|a| a == "--instance-dir")
+            .map(|i| args[i + 1].clone());
+        if task.id.contains("Dataset008_Cells") {
+            let dir = instance_dir.unwrap_or_else(|| panic!("{}: {args:?}", task.id));
+            assert!(
+                dir.ends_with("Dataset008_Cells/labelsTr-instance-mask"),
+                "{}: {dir}",
+                task.id
+            );
+        } else {
+            assert_eq!(instance_dir, None, "{}: {args:?}", task.id);
+        }
+    }
+}

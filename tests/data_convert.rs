@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use swin_umamba::dataset::convert::{
-    convert_amos, convert_endovis2017, convert_generic, convert_neurips_cells,
-    instances_to_interior_boundary, ConvertTarget, MaskRule,
+    convert_amos, convert_endovis2017, convert_generic, convert_neurips_cells, convert_scellseg,
+    instances_to_interior_boundary, ConvertTarget, MaskRule, INSTANCE_MASK_FOLDER,
 };
 use swin_umamba::dataset::{read_image, verify_dataset_integrity, RawDataset};
 
@@ -77,7 +77,44 @@ fn neurips_cells_sample_converts() {
         values.dedup();
         println!("{}: label values {values:?}", case.id);
         assert_eq!(values, vec![0, 1, 2]);
+
+        let instances = out
+            .join(INSTANCE_MASK_FOLDER)
+            .join(format!("{}_label.tiff", case.id));
+        let source = shared_data()
+            .join("neurips-cellseg-sample/labels")
+            .join(format!("{}_label.tiff", case.id));
+        assert_eq!(
+            std::fs::read(&instances).unwrap(),
+            std::fs::read(&source).unwrap(),
+            "{}: the instance mask is not kept as released",
+            case.id
+        );
     }
+}
+
+#[test]
+fn scellseg_keeps_instance_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = shared_data().join("scellseg-cells");
+    let out = convert_scellseg(&source, &target(dir.path(), 6, "Scell"), Some(5)).unwrap();
+    let dataset = RawDataset::open(&out).unwrap();
+    let cases = dataset.training_cases().unwrap();
+    assert_eq!(cases.len(), 5);
+    for case in &cases {
+        let (style, number) = case.id.rsplit_once('_').unwrap();
+        let released = source.join(style).join(format!("{number}_masks.png"));
+        let kept = out
+            .join(INSTANCE_MASK_FOLDER)
+            .join(format!("{}.png", case.id));
+        assert_eq!(
+            std::fs::read(&copied).unwrap(),
+            std::fs::read(&released).unwrap(),
+            "{}: the instance mask is not kept as released",
+            case.id
+        );
+    }
+    verify_dataset_integrity(&dataset).expect("the extra folder must not upset the checks");
 }
 
 fn write_grey(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {

@@ -372,6 +372,16 @@ fn evaluate_task(layout: &Layout, cell: &Cell) -> Task {
         // gt_segmentations contains every case but the fold predicts only its validation
         // cases, so score those alone, as nnU-Net's own validation does.
         args.push("--chill".into());
+        if cell.dataset.metrics.iter().any(|m| m == "f1") {
+            // gt_segmentations contains the three-class maps (background, interior,
+            // boundary), which cannot be matched cell by cell; `convert` keeps the
+            // instance masks of cell datasets beside labelsTr.
+            let instances = layout
+                .raw
+                .join(cell.dataset.folder_name())
+                .join(crate::dataset::convert::INSTANCE_MASK_FOLDER);
+            args.extend(["--instance-dir".into(), path_arg(&instances)]);
+        }
     }
     Task {
         id: format!("evaluate {}", cell.id()),

@@ -108,6 +108,7 @@ pub fn convert_scellseg(
                 write_image_png(&w.image_path(case, 0, ".png"), &to_rgb8(&image))?;
             }
             write_cell_label(&w.label_path(case, ".png"), mask_path, &image)?;
+            copy_file(mask_path, &w.instance_mask_path(case, ".png")?)?;
         }
         Ok(pairs.len())
     })
@@ -147,6 +148,7 @@ pub fn convert_neurips_cells(
             let image = read_image(image_path)?;
             write_image_png(&w.image_path(&case, 0, ".png"), &to_rgb8(&image))?;
             write_cell_label(&w.label_path(&case, ".png"), &mask_path, &image)?;
+            copy_file(&mask_path, &w.instance_mask_path(&case, "_label.tiff")?)?;
         }
         Ok(images.len())
     })

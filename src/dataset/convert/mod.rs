@@ -14,6 +14,10 @@ pub use volumes::{convert_amos, convert_chaos, convert_endovis2017};
 
 use super::{DatasetError, DatasetJson, LabelValue};
 
+/// Folder of a cell dataset's instance-id masks for the training cases, beside `labelsTr`
+/// (named after the `labelsVal-instance-mask` folder of U-Mamba's NeurIPS cell release).
+pub const INSTANCE_MASK_FOLDER: &str = "labelsTr-instance-mask";
+
 /// Output location of a converter: `<raw>/DatasetXXX_Name`.
 #[derive(Debug, Clone)]
 pub struct ConvertTarget {
@@ -67,6 +71,14 @@ impl RawWriter {
 
     pub fn label_path(&self, case: &str, ending: &str) -> PathBuf {
         self.tmp.join("labelsTr").join(format!("{case}{ending}"))
+    }
+
+    /// Path of a case's instance-id mask in [`INSTANCE_MASK_FOLDER`], kept beside the
+    /// three-class label so that cell F1 can be scored on the training cases too.
+    pub fn instance_mask_path(&self, case: &str, ending: &str) -> Result<PathBuf, DatasetError> {
+        let folder = self.tmp.join(INSTANCE_MASK_FOLDER);
+        std::fs::create_dir_all(&folder).map_err(|e| DatasetError::io(&folder, e))?;
+        Ok(folder.join(format!("{case}{ending}")))
     }
 
     /// Writes `dataset.json` and moves the finished dataset into place.
