@@ -179,3 +179,31 @@ fn cell_validation_scores_instance_masks() {
         }
     }
 }
+
+#[test]
+fn finished_training_continues_not_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{BASE}output_dir: out\n");
+    let experiment = Experiment::load(&write_yaml(dir.path(), &text)).unwrap();
+    let cells = grid::expand(&experiment);
+    let layout = swin_umamba::ablate::cli::layout_for(&experiment);
+    let cell = cells
+        .iter()
+        .find(|c| c.id() == "Dataset007_Tiny/nnunet/scratch/fold_0")
+        .unwrap();
+    let train_args = |layout: &swin_umamba::ablate::grid::Layout| {
+        let tasks = swin_umamba::ablate::tasks::build_tasks(&experiment, layout, &cells);
+        let id = format!("train {}", cell.id());
+        tasks.into_iter().find(|t| t.id == id).unwrap().commands[0].clone()
+    };
+    assert!(!train_args(&layout).contains(&"--continue".to_string()));
+
+    // Training ended (the final checkpoint exists) but the validation after it failed.
+    let fold_dir = layout.fold_dir(cell);
+    std::fs::create_dir_all(&fold_dir).unwrap();
+    std::fs::write(fold_dir.join("checkpoint_final.json"), "{}").unwrap();
+    assert!(
+        train_args(&layout).contains(&"--continue".to_string()),
+        "a finished run must not be trained again"
+    );
+}

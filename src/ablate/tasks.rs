@@ -280,10 +280,13 @@ fn train_task(experiment: &Experiment, layout: &Layout, cell: &Cell) -> Task {
             args.extend([flag.to_string(), value.to_string()]);
         }
     }
-    if layout
-        .fold_dir(cell)
-        .join("checkpoint_latest.json")
-        .exists()
+    // A run that left a checkpoint continues from it. That includes a finished one whose
+    // validation failed: train-fold --continue takes checkpoint_final first (as nnU-Net
+    // does) and goes straight to the validation instead of training again.
+    let fold_dir = layout.fold_dir(cell);
+    if ["checkpoint_latest.json", "checkpoint_final.json"]
+        .iter()
+        .any(|name| fold_dir.join(name).exists())
     {
         args.push("--continue".into());
     }
