@@ -207,3 +207,32 @@ fn finished_training_continues_not_restarts() {
         "a finished run must not be trained again"
     );
 }
+
+#[test]
+fn markdown_spread_needs_two_folds() {
+    use std::collections::BTreeMap;
+    use swin_umamba::ablate::aggregate::{to_markdown, DatasetTable, TableRow};
+    let row = |initialisation: &str, folds: usize| TableRow {
+        model: "swin-umamba".into(),
+        initialisation: initialisation.into(),
+        folds,
+        metrics: BTreeMap::from([("dice".to_string(), (0.8123, 0.0456))]),
+        gain_over_scratch: BTreeMap::new(),
+        cost: None,
+    };
+    let table = DatasetTable {
+        dataset: "Dataset007_Tiny".into(),
+        metrics: vec!["dice".into()],
+        rows: vec![row("imagenet", 3), row("scratch", 1)],
+    };
+    let markdown = to_markdown(&table);
+    println!("{markdown}");
+    assert!(
+        markdown.contains("| swin-umamba | imagenet | 3 | 81.23 ± 4.56 |"),
+        "three folds show their spread"
+    );
+    assert!(
+        markdown.contains("| swin-umamba | scratch | 1 | 81.23 |"),
+        "one fold has no spread to show"
+    );
+}
