@@ -84,6 +84,49 @@ fn invalid_values_name_key_and_choices() {
             "hausdorff",
         ),
         (BASE.replace(r#"["0", "1"]"#, r#"["5"]"#), "folds", "5"),
+        (BASE.replace(r#"["0", "1"]"#, "[]"), "folds", "[]"),
+        (BASE.replace(r#"["0", "1"]"#, r#"["0", "0"]"#), "folds", "0"),
+        (
+            BASE.replace("[swin-umamba, nnunet]", "[nnunet, nnunet]"),
+            "models",
+            "nnunet",
+        ),
+        (
+            format!("{BASE}training: {{ patch_size: [63, 64] }}\n"),
+            "training.patch_size",
+            "[63, 64]",
+        ),
+        (
+            format!("{BASE}training: {{ patch_size: [64, 64, 64] }}\n"),
+            "training.patch_size",
+            "[64, 64, 64]",
+        ),
+        (
+            format!("{BASE}training: {{ batch_size: 0 }}\n"),
+            "training.batch_size",
+            "0",
+        ),
+        (
+            format!("{BASE}training: {{ epochs: 2, stop_epoch: 5 }}\n"),
+            "training.stop_epoch",
+            "5",
+        ),
+        (
+            BASE.replace(
+                "{ id: 7, name: Tiny, metrics: [dice] }",
+                "{ id: 7, name: Tiny, metrics: [dice], convert: { from: kvasr, source: . } }",
+            ),
+            "datasets.convert.from",
+            "kvasr",
+        ),
+        (
+            BASE.replace(
+                "{ id: 7, name: Tiny, metrics: [dice] }",
+                "{ id: 7, name: Tiny, metrics: [dice], nsd_tolerance: bogus }",
+            ),
+            "datasets.nsd_tolerance",
+            "bogus",
+        ),
     ];
     for (text, key, value) in cases {
         let error = Experiment::load(&write_yaml(dir.path(), &text))
@@ -234,5 +277,61 @@ fn markdown_spread_needs_two_folds() {
     assert!(
         markdown.contains("| swin-umamba | scratch | 1 | 81.23 |"),
         "one fold has no spread to show"
+    );
+}
+
+#[test]
+fn missing_inputs_listed_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replace(
+        "{ id: 7, name: Tiny, metrics: [dice] }",
+        "{ id: 7, name: Tiny, metrics: [dice], convert: { from: kvasir, source: nowhere } }",
+    );
+    let experiment = Experiment::load(&write_yaml(dir.path(), &text)).unwrap();
+    let missing = experiment.missing_inputs();
+    println!("{missing:?}");
+    assert_eq!(missing.len(), 2, "{missing:?}");
+    assert!(
+        missing[0].starts_with("datasets.convert.source: "),
+        "{missing:?}"
+    );
+    assert!(missing[0].ends_with("nowhere not found"), "{missing:?}");
+    assert!(
+        missing[1].starts_with("initialisations.checkpoint: "),
+        "{missing:?}"
+    );
+    assert!(
+        missing[1].ends_with("weights/vmamba.pth not found"),
+        "{missing:?}"
+    );
+
+    // A run stops before any task; --dry-run only warns.
+    let binary = env!("CARGO_BIN_EXE_swin-umamba");
+    let path = dir.path().join("experiment.yaml");
+    let run = std::process::Command::new(binary)
+        .args(["ablate", path.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("names inputs that do not exist"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("runs").exists(),
+        "a refused run wrote output"
+    );
+    let dry = std::process::Command::new(binary)
+        .args(["ablate", path.to_str().unwrap(), "--dry-run"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&dry.stderr);
+    assert!(dry.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: datasets.convert.source"),
+        "{stderr}"
     );
 }

@@ -151,3 +151,25 @@ fn dry_run_prints_every_command() {
         "dry run wrote results"
     );
 }
+
+#[test]
+fn second_runner_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let experiment = write_experiment(dir.path());
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // This test process plays the first runner by holding the runner lock.
+    let _first_runner_lock =
+        swin_umamba::ablate::runner::lock_exclusive(&out.join("ablate.lock")).unwrap();
+    let output = ablate(&experiment).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a second runner started");
+    assert!(
+        stderr.contains("another `swin-umamba ablate` is running on"),
+        "{stderr}"
+    );
+    assert!(
+        !out.join("cells").exists(),
+        "the refused runner started tasks"
+    );
+}

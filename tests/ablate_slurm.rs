@@ -56,14 +56,18 @@ fn ablate(dir: &Path, args: &[&str]) -> std::process::Output {
         .expect("the swin-umamba binary runs")
 }
 
-/// Splits the `--dry-run` output into (header line, script) pairs.
+/// Splits the `--dry-run` output into (header line, script) pairs: each script follows a
+/// `# TASK -> PATH` line and starts with `#!/bin/bash`.
 fn scripts(stdout: &str) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    for block in stdout.split("\n# ").map(|b| b.trim_start_matches("# ")) {
-        if let Some((header, script)) = block.split_once('\n') {
-            if script.starts_with("#!/bin/bash") {
-                found.push((header.to_string(), script.to_string()));
-            }
+    let lines: Vec<&str> = stdout.lines().collect();
+    let mut found: Vec<(String, String)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let starts_script = lines.get(i + 1) == Some(&"#!/bin/bash");
+        if line.starts_with("# ") && line.contains(" -> ") && starts_script {
+            found.push((line[2..].to_string(), String::new()));
+        } else if let Some((_, script)) = found.last_mut() {
+            script.push_str(line);
+            script.push('\n');
         }
     }
     found
@@ -100,8 +104,12 @@ fn dry_run_prints_chained_scripts() {
             "{header}:\n{script}"
         );
         assert!(
-            script.contains(&format!("#SBATCH --chdir={}", dir.path().display())),
+            script.contains(&format!("--chdir={}", dir.path().display())),
             "{header}:\n{script}"
+        );
+        assert!(
+            !script.contains("#SBATCH --chdir") && !script.contains("#SBATCH --output"),
+            "paths go on sbatch's command line: {header}:\n{script}"
         );
         let wants_gpu = header.starts_with("train ");
         assert_eq!(
@@ -156,7 +164,11 @@ fn slurm_runs_grid_to_tables() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    // A space in the path: sbatch splits `#SBATCH` lines at spaces.
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("grid with space");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::TempDir::new_in(&dir).unwrap();
     let experiment = write_experiment(dir.path());
     // The local cluster has no GPU, so drop the gres request for the real run.
     let yaml = std::fs::read_to_string(&experiment)
@@ -195,9 +207,10 @@ fn slurm_runs_grid_to_tables() {
     let table = std::fs::read_to_string(&tables).unwrap();
     assert!(table.contains("| nnunet | scratch | 1 |"), "{table}");
 
-    // A second call finds everything done and submits only the aggregation job.
+    // A second call finds everything done and submits nothing.
     let output = ablate(dir.path(), &["tiny.yaml", "--slurm"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert_eq!(stderr.matches("done (earlier run)").count(), 3, "{stderr}");
+    assert!(stderr.contains("no job submitted"), "{stderr}");
 }

@@ -104,7 +104,7 @@ fn scellseg_keeps_instance_masks() {
     for case in &cases {
         let (style, number) = case.id.rsplit_once('_').unwrap();
         let released = source.join(style).join(format!("{number}_masks.png"));
-        let kept = out
+        let copied = out
             .join(INSTANCE_MASK_FOLDER)
             .join(format!("{}.png", case.id));
         assert_eq!(

@@ -572,3 +572,38 @@ fn run_checkpoint_loads_strictly() {
         "unhelpful error: {stderr}"
     );
 }
+
+#[test]
+fn missing_pretrained_file_names_the_fix() {
+    let prepared = prepared();
+    let missing = prepared.root.join("no-such-vmamba.pth");
+    let output = Command::new(BINARY)
+        .args([
+            "train-fold",
+            "-d",
+            "901",
+            "-f",
+            "0",
+            "--trainer",
+            "swin-umamba",
+        ])
+        .arg("--pretrained")
+        .arg(&missing)
+        .env("nnUNet_preprocessed", prepared.root.join("preprocessed"))
+        .env("nnUNet_results", prepared.root.join("results_missing"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a missing checkpoint was accepted"
+    );
+    assert!(stderr.contains("no such file"), "{stderr}");
+    assert!(stderr.contains("without --pretrained"), "{stderr}");
+    let shown = missing.display().to_string();
+    assert_eq!(
+        stderr.matches(shown.as_str()).count(),
+        1,
+        "the path is repeated: {stderr}"
+    );
+}

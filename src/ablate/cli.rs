@@ -78,6 +78,20 @@ pub fn run(args: AblateArgs) -> Result<()> {
         );
     }
     let task_list = tasks::build_tasks(&experiment, &layout, &cells);
+    let missing = experiment.missing_inputs();
+    if !missing.is_empty() {
+        if !args.dry_run {
+            bail!(
+                "{} names inputs that do not exist (relative paths start at the YAML's \
+                 folder); fix them or provide the files, then run again:\n  {}",
+                args.experiment.display(),
+                missing.join("\n  ")
+            );
+        }
+        for problem in &missing {
+            eprintln!("[ablate] warning: {problem}; a run would stop here");
+        }
+    }
     if let Some(id) = &args.run_task {
         return run_one_task(&experiment, &layout, &binary, &task_list, id);
     }
@@ -96,6 +110,16 @@ pub fn run(args: AblateArgs) -> Result<()> {
             task_list.len(),
             layout.root.display()
         );
+        std::fs::create_dir_all(&layout.root)
+            .with_context(|| format!("cannot create {}", layout.root.display()))?;
+        let lock_path = layout.root.join("ablate.lock");
+        let _runner_lock = runner::lock_exclusive(&lock_path).map_err(|problem| {
+            anyhow::anyhow!(
+                "another `swin-umamba ablate` is running on {} ({problem}); wait for it to \
+                 end, or give this grid another output_dir",
+                layout.root.display()
+            )
+        })?;
         let summary = {
             tasks::write_budget_overrides(&experiment, &layout).with_context(|| {
                 format!(
@@ -192,12 +216,18 @@ fn submit_to_slurm(
         };
         eprintln!("[ablate] {:<64} {label}", task.id);
     }
-    if let Some(job) = aggregate {
-        eprintln!(
+    match aggregate {
+        Some(job) => eprintln!(
             "[ablate] tables: job {job} writes {} once every job has ended; `squeue --me` \
              shows progress, each task's log is task.log in its folder",
             layout.root.join("tables").display()
-        );
+        ),
+        None if !args.dry_run => {
+            eprintln!("[ablate] every task is done; no job submitted");
+            let cells = grid::filter(grid::expand(experiment), args.only.as_deref());
+            write_tables(experiment, layout, &cells)?;
+        }
+        None => {}
     }
     Ok(())
 }

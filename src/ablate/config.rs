@@ -18,6 +18,20 @@ pub const MODEL_NAMES: &[&str] = &[
     "umamba-enc",
 ];
 
+/// Source layouts of `swin-umamba convert --layout`.
+pub const CONVERT_LAYOUTS: &[&str] = &[
+    "chaos",
+    "kvasir",
+    "scellseg",
+    "neurips-cells",
+    "amos",
+    "endovis2017",
+    "generic",
+];
+
+/// NSD tolerance sets built into `evaluate --nsd-tolerance`.
+pub const NSD_TOLERANCE_NAMES: &[&str] = &["amos_mri", "chaos_t2", "endoscopy"];
+
 /// Metric sets a dataset can be scored with.
 pub const METRIC_NAMES: &[&str] = &["dice", "nsd", "f1"];
 
@@ -329,6 +343,184 @@ impl Experiment {
         {
             if !MODEL_NAMES.contains(&model.as_str()) {
                 return Err(invalid("training.trainers", model, MODEL_NAMES.join(", ")));
+            }
+        }
+        self.validate_unique(path)?;
+        self.validate_names(path)?;
+        self.validate_budget(path)
+    }
+
+    /// Rejects repeated entries, which would give two cells one output folder.
+    fn validate_unique(&self, path: &Path) -> Result<(), AblateError> {
+        if self.folds.is_empty() {
+            return Err(AblateError::InvalidValue {
+                path: path.to_path_buf(),
+                key: "folds".into(),
+                value: "[]".into(),
+                allowed: "at least one of 0, 1, 2, 3, 4 or all".into(),
+            });
+        }
+        let lists: [(&str, Vec<String>); 4] = [
+            ("models", self.models.clone()),
+            ("folds", self.folds.clone()),
+            (
+                "datasets.id",
+                self.datasets.iter().map(|d| d.id.to_string()).collect(),
+            ),
+            (
+                "initialisations.name",
+                self.initialisations
+                    .iter()
+                    .map(|i| i.name.clone())
+                    .collect(),
+            ),
+        ];
+        for (key, values) in lists {
+            let mut seen = std::collections::BTreeSet::new();
+            for value in &values {
+                if !seen.insert(value) {
+                    return Err(AblateError::InvalidValue {
+                        path: path.to_path_buf(),
+                        key: key.into(),
+                        value: value.clone(),
+                        allowed: "each value once (a repeat would share its output folder)".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the convert layouts and the NSD tolerance names.
+    fn validate_names(&self, path: &Path) -> Result<(), AblateError> {
+        for dataset in &self.datasets {
+            if let Some(convert) = &dataset.convert {
+                if !CONVERT_LAYOUTS.contains(&convert.from.as_str()) {
+                    return Err(AblateError::InvalidValue {
+                        path: path.to_path_buf(),
+                        key: "datasets.convert.from".into(),
+                        value: convert.from.clone(),
+                        allowed: CONVERT_LAYOUTS.join(", "),
+                    });
+                }
+            }
+            if let Some(tolerance) = &dataset.nsd_tolerance {
+                let name = tolerance.to_string_lossy();
+                let is_file = matches!(
+                    tolerance.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml")
+                );
+                if !is_file && !NSD_TOLERANCE_NAMES.contains(&name.as_ref()) {
+                    return Err(AblateError::InvalidValue {
+                        path: path.to_path_buf(),
+                        key: "datasets.nsd_tolerance".into(),
+                        value: name.into_owned(),
+                        allowed: format!(
+                            "{} or a tolerance file ending in .yaml",
+                            NSD_TOLERANCE_NAMES.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the input files and folders the YAML names that do not exist, each as
+    /// `key: path`. A run stops on them before its first task. `--dry-run` only warns,
+    /// because a grid is often planned before its data arrives.
+    pub fn missing_inputs(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        let mut check = |key: &str, file: &Path, exists: bool| {
+            if !exists {
+                missing.push(format!("{key}: {} not found", file.display()));
+            }
+        };
+        for dataset in &self.datasets {
+            if let Some(convert) = &dataset.convert {
+                check(
+                    "datasets.convert.source",
+                    &convert.source,
+                    convert.source.exists(),
+                );
+            }
+            if let Some(overrides) = &dataset.plan_overrides {
+                check("datasets.plan_overrides", overrides, overrides.is_file());
+            }
+            if let Some(tolerance) = &dataset.nsd_tolerance {
+                let builtin = NSD_TOLERANCE_NAMES.contains(&tolerance.to_string_lossy().as_ref());
+                check(
+                    "datasets.nsd_tolerance",
+                    tolerance,
+                    builtin || tolerance.is_file(),
+                );
+            }
+        }
+        for init in &self.initialisations {
+            if let Some(checkpoint) = &init.checkpoint {
+                check(
+                    "initialisations.checkpoint",
+                    checkpoint,
+                    checkpoint.is_file(),
+                );
+            }
+            if let Some(pretrain) = &init.pretrain {
+                check(
+                    "initialisations.pretrain.data",
+                    &pretrain.data,
+                    pretrain.data.is_dir(),
+                );
+            }
+        }
+        missing
+    }
+
+    /// Checks the training budget's numbers against each other and the grid's models.
+    fn validate_budget(&self, path: &Path) -> Result<(), AblateError> {
+        let invalid = |key: &str, value: String, allowed: String| AblateError::InvalidValue {
+            path: path.to_path_buf(),
+            key: key.into(),
+            value,
+            allowed,
+        };
+        let budget = &self.training;
+        if budget.epochs == Some(0) {
+            return Err(invalid("training.epochs", "0".into(), "1 or more".into()));
+        }
+        if budget.batch_size == Some(0) {
+            return Err(invalid(
+                "training.batch_size",
+                "0".into(),
+                "1 or more".into(),
+            ));
+        }
+        let epochs = budget.epochs.unwrap_or(1000);
+        let stops = budget.stop_epoch.iter().chain(budget.stop_epochs.values());
+        for &stop in stops {
+            if stop == 0 || stop > epochs {
+                return Err(invalid(
+                    "training.stop_epoch",
+                    stop.to_string(),
+                    format!("1 to the epoch count {epochs}"),
+                ));
+            }
+        }
+        if let Some(patch) = &budget.patch_size {
+            // The Swin-UMamba and U-Mamba encoders downsample by 32 in total.
+            let needs_32 = self.models.iter().any(|m| m != "nnunet");
+            let valid =
+                patch.len() == 2 && patch.iter().all(|&p| p > 0 && (!needs_32 || p % 32 == 0));
+            if !valid {
+                let rule = if needs_32 {
+                    "two sizes (y, x), each a multiple of 32 for the models other than nnunet"
+                } else {
+                    "two positive sizes (y, x)"
+                };
+                return Err(invalid(
+                    "training.patch_size",
+                    format!("{patch:?}"),
+                    rule.into(),
+                ));
             }
         }
         Ok(())

@@ -169,6 +169,13 @@ pub fn execute(binary: &Path, task: &Task) -> Result<Duration, String> {
     let start = Instant::now();
     std::fs::create_dir_all(&task.dir)
         .map_err(|e| format!("cannot create {}: {e}", task.dir.display()))?;
+    // Two runners, or a runner and a Slurm job, must not run one task into one folder.
+    let _lock = lock_exclusive(&task.dir.join("task.lock")).map_err(|holder| {
+        format!("another swin-umamba process is running this task ({holder}); wait for it to end")
+    })?;
+    if task.is_done() {
+        return Ok(start.elapsed());
+    }
     let log_path = task.log_path();
     let mut log = File::options()
         .create(true)
@@ -200,6 +207,26 @@ pub fn execute(binary: &Path, task: &Task) -> Result<Duration, String> {
     .and_then(|()| std::fs::rename(&temporary, &marker))
     .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
     Ok(start.elapsed())
+}
+
+/// Takes an exclusive advisory lock (flock) on `path`. The kernel releases it when the
+/// returned file is dropped or the process ends, also by SIGKILL, so no stale lock stays
+/// behind. Returns an error text when another process has the lock or the file cannot be
+/// opened.
+pub fn lock_exclusive(path: &Path) -> Result<File, String> {
+    use std::os::fd::AsRawFd;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open.
+    let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if status != 0 {
+        return Err(format!("{} is locked", path.display()));
+    }
+    Ok(file)
 }
 
 /// Quotes arguments for display so a logged command can be pasted into a shell.

@@ -95,7 +95,8 @@ impl Submitter<'_> {
                 JobState::Queued(job)
             } else {
                 let dependencies = job_ids(&task.depends_on, &states);
-                let script = self.task_script(task);
+                let placement = self.placement(&job_name(&task.id), &task.dir.join("slurm-%j.out"));
+                let script = self.task_script(task, &placement);
                 let script_path = task.dir.join("job.sbatch");
                 if dry_run {
                     println!("# {} -> {}", task.id, script_path.display());
@@ -103,7 +104,7 @@ impl Submitter<'_> {
                     JobState::Planned
                 } else {
                     write_file(&script_path, &script)?;
-                    let job = sbatch(&script_path, &dependencies, "afterok")?;
+                    let job = sbatch(&script_path, &placement, &dependencies, "afterok")?;
                     write_file(&task.dir.join("slurm_job"), &format!("{job}\n"))?;
                     JobState::Submitted(job)
                 }
@@ -118,26 +119,45 @@ impl Submitter<'_> {
                 _ => None,
             })
             .collect();
-        let script = self.aggregate_script();
+        let placement = self.placement(
+            "swin-umamba-aggregate",
+            &self.tables_dir.join("aggregate-%j.out"),
+        );
+        let script = self.aggregate_script(&placement);
         let script_path = self.tables_dir.join("aggregate.sbatch");
         if dry_run {
             println!("# aggregate -> {}", script_path.display());
             println!("{script}");
             return Ok((states, None));
         }
+        if pending.is_empty() {
+            // Every task is done: the caller rebuilds the tables itself, no job needed.
+            return Ok((states, None));
+        }
         write_file(&script_path, &script)?;
         // `afterany`: the tables list whatever finished, also when some jobs failed.
-        let aggregate = sbatch(&script_path, &pending, "afterany")?;
+        let aggregate = sbatch(&script_path, &placement, &pending, "afterany")?;
         Ok((states, Some(aggregate)))
     }
 
+    /// Returns the sbatch options that name the job, its output file and its working
+    /// directory. They go on sbatch's command line rather than into `#SBATCH` lines,
+    /// because sbatch splits a directive at spaces and these paths may contain them.
+    pub fn placement(&self, name: &str, output: &Path) -> Vec<String> {
+        vec![
+            format!("--job-name={name}"),
+            format!("--output={}", output.display()),
+            format!("--chdir={}", self.workdir.display()),
+        ]
+    }
+
     /// Returns the batch script of one task.
-    pub fn task_script(&self, task: &Task) -> String {
+    pub fn task_script(&self, task: &Task, placement: &[String]) -> String {
         let runs_network = matches!(
             task.kind,
             TaskKind::Pretrain(_) | TaskKind::Train(_) | TaskKind::Predict(_)
         );
-        let mut script = self.header(&job_name(&task.id), &task.dir.join("slurm-%j.out"));
+        let mut script = self.header(placement);
         if runs_network {
             if let Some(gres) = &self.config.gres {
                 let _ = writeln!(script, "#SBATCH --gres={gres}");
@@ -157,11 +177,8 @@ impl Submitter<'_> {
     }
 
     /// Returns the batch script that rebuilds the tables after every task job.
-    pub fn aggregate_script(&self) -> String {
-        let mut script = self.header(
-            "swin-umamba-aggregate",
-            &self.tables_dir.join("aggregate-%j.out"),
-        );
+    pub fn aggregate_script(&self, placement: &[String]) -> String {
+        let mut script = self.header(placement);
         let mut args = vec![
             "ablate".to_string(),
             self.experiment.to_string_lossy().into_owned(),
@@ -174,16 +191,18 @@ impl Submitter<'_> {
         script
     }
 
-    fn header(&self, name: &str, output: &Path) -> String {
+    fn header(&self, placement: &[String]) -> String {
         let mut script = String::from("#!/bin/bash\n");
+        let _ = writeln!(
+            script,
+            "# Submitted with: sbatch {} <this script>",
+            shell_words(placement)
+        );
         let mut option = |text: String| {
             script.push_str("#SBATCH ");
             script.push_str(&text);
             script.push('\n');
         };
-        option(format!("--job-name={name}"));
-        option(format!("--output={}", output.display()));
-        option(format!("--chdir={}", self.workdir.display()));
         let settings = [
             ("partition", self.config.partition.clone()),
             ("account", self.config.account.clone()),
@@ -296,9 +315,14 @@ fn live_job(path: &Path) -> Option<String> {
 
 /// Submits `script` and returns the job id; `dependencies` wait with `kind`
 /// (`afterok` or `afterany`), and a job whose dependency can never be met is cancelled.
-fn sbatch(script: &Path, dependencies: &[String], kind: &str) -> Result<String, AblateError> {
+fn sbatch(
+    script: &Path,
+    placement: &[String],
+    dependencies: &[String],
+    kind: &str,
+) -> Result<String, AblateError> {
     let mut command = Command::new("sbatch");
-    command.arg("--parsable");
+    command.arg("--parsable").args(placement);
     if !dependencies.is_empty() {
         command.arg(format!("--dependency={kind}:{}", dependencies.join(":")));
         command.arg("--kill-on-invalid-dep=yes");

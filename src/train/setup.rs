@@ -227,6 +227,16 @@ const VMAMBA_MARKER_KEY: &str = "patch_embed.proj.weight";
 
 /// Finds what kind of weights file `path` is.
 pub fn detect_pretrained(path: &Path) -> Result<PretrainedKind, TrainError> {
+    if !path.is_file() {
+        return Err(TrainError::Config {
+            name: "--pretrained",
+            value: path.display().to_string(),
+            reason: "no such file; give the path of a VMamba v0 checkpoint (the official \
+                     vmamba_tiny_e292.pth, or one from `swin-umamba pretrain`), or train \
+                     from scratch without --pretrained"
+                .into(),
+        });
+    }
     if path.extension().and_then(|e| e.to_str()) == Some("json") {
         checkpoint::read_state(path)?;
         return Ok(PretrainedKind::RunCheckpoint);
