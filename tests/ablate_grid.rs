@@ -334,4 +334,10 @@ fn missing_inputs_listed_by_key() {
         stderr.contains("warning: datasets.convert.source"),
         "{stderr}"
     );
+    // Dataset 8 has no convert block and no raw folder, so its prepare task would fail.
+    assert!(
+        stderr.contains("datasets: Dataset008_Cells not found in"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Dataset007_Tiny not found"), "{stderr}");
 }

@@ -78,7 +78,12 @@ pub fn run(args: AblateArgs) -> Result<()> {
         );
     }
     let task_list = tasks::build_tasks(&experiment, &layout, &cells);
-    let missing = experiment.missing_inputs();
+    // Rebuilding the tables reads only the finished cells, so it needs no inputs.
+    let mut missing = Vec::new();
+    if !args.aggregate_only {
+        missing.extend(experiment.missing_inputs());
+        missing.extend(missing_raw_datasets(&experiment, &layout));
+    }
     if !missing.is_empty() {
         if !args.dry_run {
             bail!(
@@ -142,6 +147,25 @@ pub fn run(args: AblateArgs) -> Result<()> {
     }
     write_tables(&experiment, &layout, &cells)?;
     Ok(())
+}
+
+/// Lists the datasets that have no `convert` block and are not in the raw folder either,
+/// so that their prepare task could only fail.
+fn missing_raw_datasets(experiment: &Experiment, layout: &Layout) -> Vec<String> {
+    experiment
+        .datasets
+        .iter()
+        .filter(|d| d.convert.is_none())
+        .filter(|d| crate::dataset::find_dataset(&layout.raw, &d.id.to_string()).is_err())
+        .map(|d| {
+            format!(
+                "datasets: {} not found in {}; add a `convert:` block, or point raw_dir or \
+                 $nnUNet_raw at the folder that contains it",
+                d.folder_name(),
+                layout.raw.display()
+            )
+        })
+        .collect()
 }
 
 /// Runs one task in this process, as a Slurm job does, after writing the plan overrides
