@@ -236,10 +236,12 @@ fn bad_case_spares_the_others() {
         input.join("kvasir_a_0000.png"),
     )
     .unwrap();
+
     // A grayscale PNG where the dataset expects RGB, sorted before the good case.
     let pixels = vec![128u8; 40 * 40];
     swin_umamba::dataset::io::write_png_u8(&input.join("gray_0000.png"), &pixels, 1, 40, 40)
         .unwrap();
+
     let output = dir.path().join("out");
     let result = Command::new(env!("CARGO_BIN_EXE_swin-umamba"))
         .arg("predict")
@@ -251,6 +253,7 @@ fn bad_case_spares_the_others() {
         .arg(fixture().join("results"))
         .output()
         .unwrap();
+
     let stderr = String::from_utf8_lossy(&result.stderr);
     println!("{stderr}");
     assert!(!result.status.success(), "a failed case must fail the run");

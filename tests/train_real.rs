@@ -600,9 +600,9 @@ fn missing_pretrained_file_names_the_fix() {
     );
     assert!(stderr.contains("no such file"), "{stderr}");
     assert!(stderr.contains("without --pretrained"), "{stderr}");
-    let shown = missing.display().to_string();
+    let missing_text = missing.display().to_string();
     assert_eq!(
-        stderr.matches(shown.as_str()).count(),
+        stderr.matches(missing_text.as_str()).count(),
         1,
         "the path is repeated: {stderr}"
     );

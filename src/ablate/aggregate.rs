@@ -176,7 +176,7 @@ pub fn to_markdown(table: &DatasetTable) -> String {
             row.folds.to_string(),
         ];
         for metric in &table.metrics {
-            // One fold has no spread, so its mean stands alone rather than with ± 0.00.
+            // One fold has no spread, so its mean is shown alone rather than with ± 0.00.
             cells.push(match row.metrics.get(metric) {
                 Some((mean, _)) if row.folds == 1 => format!("{:.2}", mean * 100.0),
                 Some((mean, std)) => format!("{:.2} ± {:.2}", mean * 100.0, std * 100.0),

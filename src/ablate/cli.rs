@@ -101,7 +101,7 @@ pub fn run(args: AblateArgs) -> Result<()> {
         return run_one_task(&experiment, &layout, &binary, &task_list, id);
     }
     if args.slurm {
-        return submit_to_slurm(&args, &experiment, &layout, &binary, &task_list);
+        return submit_to_slurm(&args, &experiment, &layout, &binary, &cells, &task_list);
     }
     if args.dry_run {
         print_plan(&experiment, &layout, &cells, &task_list);
@@ -126,12 +126,7 @@ pub fn run(args: AblateArgs) -> Result<()> {
             )
         })?;
         let summary = {
-            tasks::write_budget_overrides(&experiment, &layout).with_context(|| {
-                format!(
-                    "cannot write plan overrides under {}",
-                    layout.root.display()
-                )
-            })?;
+            write_overrides(&experiment, &layout)?;
             runner::run_tasks(&binary, &task_list, args.jobs)?
         };
         let failed = summary.failed();
@@ -147,6 +142,16 @@ pub fn run(args: AblateArgs) -> Result<()> {
     }
     write_tables(&experiment, &layout, &cells)?;
     Ok(())
+}
+
+/// Writes the plan overrides of the grid's training budget, which plan tasks read.
+pub(super) fn write_overrides(experiment: &Experiment, layout: &Layout) -> Result<()> {
+    tasks::write_budget_overrides(experiment, layout).with_context(|| {
+        format!(
+            "cannot write plan overrides under {}",
+            layout.root.display()
+        )
+    })
 }
 
 /// Lists the datasets that have no `convert` block and are not in the raw folder either,
@@ -187,12 +192,7 @@ fn run_one_task(
         eprintln!("[ablate] {id}: done by an earlier run, nothing to do");
         return Ok(());
     }
-    tasks::write_budget_overrides(experiment, layout).with_context(|| {
-        format!(
-            "cannot write plan overrides under {}",
-            layout.root.display()
-        )
-    })?;
+    write_overrides(experiment, layout)?;
     eprintln!("[ablate] {id}: running, log {}", task.log_path().display());
     match runner::execute(binary, task) {
         Ok(took) => {
@@ -209,18 +209,14 @@ fn submit_to_slurm(
     experiment: &Experiment,
     layout: &Layout,
     binary: &Path,
+    cells: &[grid::Cell],
     task_list: &[Task],
 ) -> Result<()> {
     let workdir = std::env::current_dir().context("cannot read the working directory")?;
     let experiment_path = std::path::absolute(&args.experiment)
         .with_context(|| format!("cannot resolve {}", args.experiment.display()))?;
     if !args.dry_run {
-        tasks::write_budget_overrides(experiment, layout).with_context(|| {
-            format!(
-                "cannot write plan overrides under {}",
-                layout.root.display()
-            )
-        })?;
+        write_overrides(experiment, layout)?;
     }
     let submitter = slurm::Submitter {
         binary,
@@ -248,8 +244,7 @@ fn submit_to_slurm(
         ),
         None if !args.dry_run => {
             eprintln!("[ablate] every task is done; no job submitted");
-            let cells = grid::filter(grid::expand(experiment), args.only.as_deref());
-            write_tables(experiment, layout, &cells)?;
+            write_tables(experiment, layout, cells)?;
         }
         None => {}
     }

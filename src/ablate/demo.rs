@@ -118,12 +118,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     write_sources(&experiment)?;
     let binary = std::env::current_exe().context("cannot locate the swin-umamba executable")?;
     let summary = {
-        tasks::write_budget_overrides(&experiment, &layout).with_context(|| {
-            format!(
-                "cannot write plan overrides under {}",
-                layout.root.display()
-            )
-        })?;
+        super::cli::write_overrides(&experiment, &layout)?;
         runner::run_tasks(&binary, &task_list, args.jobs)?
     };
     write_tables(&experiment, &layout, &cells)?;

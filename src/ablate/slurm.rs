@@ -88,7 +88,9 @@ impl Submitter<'_> {
         dry_run: bool,
     ) -> Result<(BTreeMap<String, JobState>, Option<String>), AblateError> {
         let mut states: BTreeMap<String, JobState> = BTreeMap::new();
-        for task in in_dependency_order(tasks) {
+        // `build_tasks` lists every task after the tasks it depends on, so one pass sees
+        // each dependency's job id before the task that waits for it.
+        for task in tasks {
             let state = if task.is_done() {
                 JobState::Done
             } else if let Some(job) = live_job(&task.dir.join("slurm_job")) {
@@ -234,35 +236,6 @@ impl Submitter<'_> {
             shell_words(args)
         );
     }
-}
-
-/// Returns the tasks so that each comes after every task it depends on. The list from
-/// `build_tasks` already has that order, but a filtered list need not.
-fn in_dependency_order(tasks: &[Task]) -> Vec<&Task> {
-    let mut ordered: Vec<&Task> = Vec::with_capacity(tasks.len());
-    let mut placed: std::collections::BTreeSet<&str> = Default::default();
-    let known: std::collections::BTreeSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
-    while ordered.len() < tasks.len() {
-        let before = ordered.len();
-        for task in tasks {
-            if placed.contains(task.id.as_str()) {
-                continue;
-            }
-            let ready = task
-                .depends_on
-                .iter()
-                .all(|dep| placed.contains(dep.as_str()) || !known.contains(dep.as_str()));
-            if ready {
-                placed.insert(task.id.as_str());
-                ordered.push(task);
-            }
-        }
-        if ordered.len() == before {
-            // A cycle cannot come out of build_tasks; keep the rest in list order.
-            ordered.extend(tasks.iter().filter(|t| !placed.contains(t.id.as_str())));
-        }
-    }
-    ordered
 }
 
 fn job_ids(dependencies: &[String], states: &BTreeMap<String, JobState>) -> Vec<String> {

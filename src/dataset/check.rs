@@ -28,9 +28,9 @@ pub fn verify_dataset_integrity(dataset: &RawDataset) -> Result<(), DatasetError
         return Err(DatasetError::Integrity { problems });
     }
     check_label_values_consecutive(json, &json_path, &mut problems);
-    problems.extend(stray_files(dataset));
+    let (stray, unsuffixed) = stray_files(dataset);
+    problems.extend(stray);
     let cases = list_cases(&dataset.folder.join("imagesTr"), &json.file_ending)?;
-    let unsuffixed = unsuffixed_images(dataset);
     if cases.len() != json.num_training && cases.len() + unsuffixed == json.num_training {
         // The stray-file problems above already name each file without a channel suffix,
         // and renaming them makes the count right, so numTraining itself is not wrong.
@@ -119,10 +119,13 @@ fn check_label_values_consecutive(
     }
 }
 
-/// Files in imagesTr and labelsTr whose names do not fit the dataset's naming.
-fn stray_files(dataset: &RawDataset) -> Vec<String> {
+/// Returns the problems of files in imagesTr and labelsTr whose names do not fit the
+/// dataset's naming, and how many of the imagesTr files have the right ending but no
+/// `_XXXX` channel suffix (`list_cases` does not count them as cases).
+fn stray_files(dataset: &RawDataset) -> (Vec<String>, usize) {
     let ending = &dataset.json.file_ending;
     let mut problems = Vec::new();
+    let mut unsuffixed = 0;
     for (sub, needs_channel) in [("imagesTr", true), ("labelsTr", false)] {
         let Ok(entries) = std::fs::read_dir(dataset.folder.join(sub)) else {
             problems.push(format!(
@@ -134,7 +137,11 @@ fn stray_files(dataset: &RawDataset) -> Vec<String> {
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name().to_string_lossy().to_string();
             let fits = match name.strip_suffix(ending.as_str()) {
-                Some(stem) => !needs_channel || super::split_channel_suffix(stem).is_some(),
+                Some(stem) if needs_channel && super::split_channel_suffix(stem).is_none() => {
+                    unsuffixed += 1;
+                    false
+                }
+                Some(_) => true,
                 None => false,
             };
             if !fits {
@@ -151,23 +158,7 @@ fn stray_files(dataset: &RawDataset) -> Vec<String> {
             }
         }
     }
-    problems
-}
-
-/// Counts the imagesTr files with the dataset's file ending but no `_XXXX` channel suffix.
-fn unsuffixed_images(dataset: &RawDataset) -> usize {
-    let ending = &dataset.json.file_ending;
-    let Ok(entries) = std::fs::read_dir(dataset.folder.join("imagesTr")) else {
-        return 0;
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            name.strip_suffix(ending.as_str())
-                .is_some_and(|stem| super::split_channel_suffix(stem).is_none())
-        })
-        .count()
+    (problems, unsuffixed)
 }
 
 /// Checks one case; returns its problems and whether its label has foreground.
